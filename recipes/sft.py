@@ -1,0 +1,87 @@
+"""Supervised fine-tuning: history SIDs -> next item's SID, co-trained with item-alignment tasks.
+
+    accelerate launch recipes/sft.py --config recipes/demo/sft.yaml
+    accelerate launch recipes/sft.py --config recipes/industrial/tiny-cpu/sft.yaml --num_train_epochs 2
+
+YAML gives defaults, CLI flags override; unknown keys fail at launch. Add --debug for tracebacks on input errors.
+"""
+
+import logging
+
+from accelerate import PartialState
+from transformers import EarlyStoppingCallback, set_seed
+from trl import ModelConfig, SFTTrainer, TrlParser
+
+from sidrec.configs import SidrecScriptArguments, SidrecSFTConfig
+from sidrec.data import build_tasks, fit_to_length, load_dataset
+from sidrec.data.prompts import build_sid_seq, to_hf_dataset
+from sidrec.modeling import lora_config_for_sids, prepare_sft_model
+from sidrec.utils import RunSummary, check_output_dir, parse_config, run_main
+
+logger = logging.getLogger("sidrec.sft")
+
+
+def main():
+    script_args, training_args, model_args = parse_config(TrlParser((SidrecScriptArguments, SidrecSFTConfig, ModelConfig)))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state = PartialState()
+    resume = training_args.resume_from_checkpoint
+    check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resume=bool(resume))
+    summary = RunSummary(training_args.output_dir, "sft", (script_args, training_args, model_args), training_args.seed)
+    try:
+        # Data first: every input error surfaces before a model is built.
+        with summary.timed("load_data"):
+            max_rows = {"train": script_args.max_train_rows, "valid": script_args.max_valid_rows}
+            data = load_dataset(script_args.data_dir, script_args.category, ("train", "valid"), max_rows)
+            summary.add_data_files(data.paths.all_files())
+            examples = build_tasks(
+                training_args.sft_tasks,
+                data.splits["train"],
+                data.catalog,
+                data.paths.splits["train"],
+                script_args.max_description_words,
+            )
+            eval_examples = build_sid_seq(data.splits["valid"], data.paths.splits["valid"])
+
+        set_seed(training_args.seed)
+        with summary.timed("build_model"):
+            model, tokenizer, new_ids = prepare_sft_model(training_args, model_args, data.catalog, examples)
+            train_ds = to_hf_dataset(fit_to_length(examples, tokenizer, training_args.max_length))
+            eval_ds = to_hf_dataset(fit_to_length(eval_examples, tokenizer, training_args.max_length))
+        logger.info("train examples: %d (tasks %s), valid examples: %d", len(train_ds), training_args.sft_tasks, len(eval_ds))
+
+        patience = training_args.early_stopping_patience
+        trainer = SFTTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            processing_class=tokenizer,
+            peft_config=lora_config_for_sids(model_args, new_ids),
+            callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)] if patience else None,
+        )
+
+        # Train (resume_from_checkpoint: true picks the last checkpoint in output_dir), keep the best, save.
+        with summary.timed("train"):
+            result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model(training_args.output_dir)
+
+        if state.is_main_process:
+            summary.data["metrics"] = {
+                **result.metrics,
+                "best_eval_loss": trainer.state.best_metric,
+                "best_checkpoint": trainer.state.best_model_checkpoint,
+                "epochs_run": trainer.state.epoch,
+                "num_train_examples": len(train_ds),
+            }
+            summary.data["outputs"] = [training_args.output_dir]
+            summary.write("ok")
+            print(f"model saved to {training_args.output_dir}")
+    except BaseException as e:
+        if state.is_main_process:
+            summary.write("failed", error=f"{type(e).__name__}: {e}")
+        raise
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,128 @@
+"""Configuration dataclasses for the recipes: YAML gives defaults, CLI flags override (via TrlParser)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import SFTConfig
+
+from sidrec.data.prompts import TASKS
+from sidrec.metrics import DEFAULT_KS
+from sidrec.utils import UserError
+
+
+@dataclass
+class SidrecScriptArguments:
+    """Where the data is; shared by every recipe."""
+
+    data_dir: str = field(
+        default="data/synthetic",
+        metadata={"help": "Folder in MiniOneRec's layout (train/ valid/ test/ info/ index/)."},
+    )
+    category: str = field(
+        default="Synthetic",
+        metadata={"help": "File-name prefix of the category, e.g. Industrial_and_Scientific."},
+    )
+    max_train_rows: int | None = field(
+        default=None, metadata={"help": "Read at most this many rows of the train CSV (quick runs)."}
+    )
+    max_valid_rows: int | None = field(
+        default=None, metadata={"help": "Read at most this many rows of the valid CSV (eval loss during training)."}
+    )
+    max_description_words: int = field(
+        default=32, metadata={"help": "Item descriptions in alignment prompts are cut to this many words."}
+    )
+
+    def __post_init__(self):
+        for name in ("max_train_rows", "max_valid_rows"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"{name} must be a positive number of rows, got {value}")
+
+
+@dataclass
+class SidrecTrainingMixin:
+    """Fields shared by the SFT and GRPO configs."""
+
+    freeze_llm: bool = field(
+        default=False,
+        metadata={"help": "Train only the new SID token embeddings; the rest of the LM stays frozen (needs weight_decay 0)."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into a non-empty output_dir (an earlier run's files are replaced)."}
+    )
+
+    def _check_sidrec_fields(self) -> None:
+        if self.freeze_llm and self.weight_decay:
+            raise UserError("freeze_llm keeps the old vocabulary fixed; weight_decay would still move it: set weight_decay: 0")
+
+
+@dataclass
+class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
+    """`trl.SFTConfig` plus the SFT task mix, early stopping and the tiny from-scratch model's shape."""
+
+    sft_tasks: list[str] = field(
+        default_factory=lambda: ["sid_seq", "item_alignment"],
+        metadata={"help": f"Training tasks, any of {list(TASKS)}. Eval loss is measured on sid_seq over valid."},
+    )
+    early_stopping_patience: int | None = field(
+        default=3,
+        metadata={"help": "Stop after this many evaluations without a better eval_loss (best checkpoint kept); null disables."},
+    )
+    from_scratch: bool = field(
+        default=False,
+        metadata={"help": "Build a tiny random-init Qwen2 and a tokenizer from the catalog text instead of loading model_name_or_path."},
+    )
+    tiny_hidden_size: int = field(default=128, metadata={"help": "from_scratch: hidden size."})
+    tiny_num_layers: int = field(default=2, metadata={"help": "from_scratch: decoder layers."})
+    tiny_num_heads: int = field(default=4, metadata={"help": "from_scratch: attention heads."})
+    tiny_num_kv_heads: int = field(default=2, metadata={"help": "from_scratch: key/value heads."})
+    tiny_intermediate_size: int = field(default=512, metadata={"help": "from_scratch: MLP width."})
+    tiny_attention_dropout: float = field(default=0.0, metadata={"help": "from_scratch: attention dropout."})
+    tiny_tokenizer_vocab_size: int = field(
+        default=2048, metadata={"help": "from_scratch: BPE vocabulary size (SID tokens come on top)."}
+    )
+
+    def __post_init__(self):
+        unknown = [t for t in self.sft_tasks if t not in TASKS]
+        if unknown or not self.sft_tasks:
+            raise UserError(f"sft_tasks {self.sft_tasks}: unknown or empty; known tasks: {list(TASKS)}")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise UserError(f"early_stopping_patience must be >= 1 or null, got {self.early_stopping_patience}")
+            if str(self.eval_strategy) in ("no", "IntervalStrategy.NO"):
+                raise UserError("early_stopping_patience needs evaluation: set eval_strategy to 'epoch' or 'steps'")
+            # Early stopping keeps the best checkpoint by eval loss.
+            self.load_best_model_at_end = True
+            self.metric_for_best_model = "eval_loss"
+            self.greater_is_better = False
+            self.save_strategy = self.eval_strategy
+            if str(self.eval_strategy).endswith("steps"):
+                self.save_steps = self.eval_steps
+        self._check_sidrec_fields()
+        super().__post_init__()
+
+
+@dataclass
+class EvalConfig:
+    """Constrained beam-search evaluation."""
+
+    output_dir: str = field(default="outputs/eval", metadata={"help": "Where metrics.json and predictions.jsonl go."})
+    split: str = field(default="test", metadata={"help": "Which CSV split to rank: test or valid."})
+    num_beams: int = field(default=50, metadata={"help": "Beams of the constrained beam search (= length of each ranked list)."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call."})
+    max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N rows of the split."})
+    max_length: int = field(default=512, metadata={"help": "Prompt token budget; the oldest history items are dropped to fit."})
+    topk: list[int] = field(
+        default_factory=lambda: list(DEFAULT_KS), metadata={"help": "K values for HR@K / NDCG@K (those <= num_beams)."}
+    )
+    seed: int = field(default=42, metadata={"help": "Random seed."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow writing into a non-empty output_dir."})
+
+    def __post_init__(self):
+        if self.split not in ("test", "valid", "train"):
+            raise UserError(f"split must be test, valid or train, got {self.split!r}")
+        if self.num_beams < 1 or self.batch_size < 1:
+            raise UserError("num_beams and batch_size must be positive")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise UserError(f"max_samples must be positive, got {self.max_samples}")

@@ -1,0 +1,204 @@
+"""Models and tokenizers: SID tokens added to a pretrained LM, or a tiny random-init Qwen2 with a local tokenizer.
+
+The offline default (no Hub) builds a byte-level BPE tokenizer from the catalog's own text with the ``tokenizers``
+library and a small Qwen2-architecture model from config values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+from sidrec.sid import SidVocab
+from sidrec.utils import UserError
+
+logger = logging.getLogger(__name__)
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+# Tokenizer classes written by `save_pretrained` for tokenizers built with the `tokenizers` library.
+_LOCAL_TOKENIZER_CLASSES = {"PreTrainedTokenizerFast", "TokenizersBackend"}
+
+
+def build_local_tokenizer(texts: Iterable[str], vocab_size: int, sid_vocab: SidVocab) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``texts`` (no download) and add the SID tokens.
+
+    Byte-level BPE never needs an unknown token, so any title or prompt text encodes.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+    add_sid_tokens(tokenizer, sid_vocab)
+    return tokenizer
+
+
+def load_tokenizer(path: str):
+    """Load a saved tokenizer; ones we built locally load as `PreTrainedTokenizerFast` (AutoTokenizer mis-reads them)."""
+    config_path = os.path.join(path, "tokenizer_config.json")
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            if json.load(f).get("tokenizer_class") in _LOCAL_TOKENIZER_CLASSES:
+                return PreTrainedTokenizerFast.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def add_sid_tokens(tokenizer, sid_vocab: SidVocab) -> list[int]:
+    """Add the catalog's SID level tokens as regular (not special) tokens; returns the ids of the new ones."""
+    tokens = sid_vocab.level_tokens()
+    vocab = tokenizer.get_vocab()
+    new = [t for t in tokens if t not in vocab]
+    tokenizer.add_tokens(new)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer.convert_tokens_to_ids(new)
+
+
+def check_sid_tokens(tokenizer, sid_vocab: SidVocab, where: str) -> None:
+    """Fail clearly when a checkpoint's tokenizer lacks this catalog's SID tokens (each must be one token)."""
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in sid_vocab.level_tokens() if t not in vocab]
+    if missing:
+        raise UserError(
+            f"{where}: the tokenizer lacks {len(missing)} of the catalog's SID tokens (first: {missing[:3]}); "
+            "was this checkpoint trained on this catalog by recipes/sft.py?"
+        )
+
+
+def build_tiny_model(
+    tokenizer,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 512,
+    max_position_embeddings: int = 1024,
+    attention_dropout: float = 0.0,
+    seed: int = 0,
+) -> Qwen2ForCausalLM:
+    """A random-init Qwen2-architecture causal LM sized for CPU runs, with tied input/output embeddings."""
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        attention_dropout=attention_dropout,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_pretrained_with_sids(path: str, tokenizer, sid_vocab: SidVocab, **model_kwargs):
+    """Load a pretrained causal LM, add the SID tokens to its tokenizer and resize the embeddings (mean-initialised)."""
+    model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+    new_ids = add_sid_tokens(tokenizer, sid_vocab)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    logger.info("added %d SID tokens to %s (vocab now %d)", len(new_ids), path, len(tokenizer))
+    return model, new_ids
+
+
+def freeze_all_but_new_tokens(model, new_token_ids: list[int]) -> None:
+    """Train only the new (SID) token embeddings: freeze every other parameter and zero the old rows' gradients."""
+    if not new_token_ids:
+        raise UserError("freeze_llm needs new SID tokens to train, but the tokenizer already had all of them")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    keep = torch.zeros(model.get_input_embeddings().weight.shape[0], 1, dtype=torch.bool)
+    keep[new_token_ids] = True
+    weights = {id(model.get_input_embeddings().weight): model.get_input_embeddings().weight}
+    out = model.get_output_embeddings()
+    if out is not None:
+        weights[id(out.weight)] = out.weight
+    for w in weights.values():
+        w.requires_grad_(True)
+        mask = keep.to(w.device)
+        w.register_hook(lambda grad, mask=mask: grad * mask.to(grad.dtype))
+
+
+def tokenizer_corpus(catalog, examples, max_description_words: int = 32, prompts_per_task: int = 200) -> list[str]:
+    """Text to train the local tokenizer on: item titles and descriptions, plus rendered prompts of every task."""
+    from sidrec.data.prompts import clean_description
+
+    texts = [item.title for item in catalog.items.values()]
+    texts += [clean_description(item.description, max_description_words) for item in catalog.items.values()]
+    seen: dict[str, int] = {}
+    for ex in examples:
+        if seen.get(ex.task, 0) < prompts_per_task:
+            seen[ex.task] = seen.get(ex.task, 0) + 1
+            texts.append(ex.prompt() + ex.completion)
+    return texts
+
+
+def prepare_sft_model(training_args, model_args, catalog, examples):
+    """Model and tokenizer for SFT: a tiny from-scratch Qwen2 (``from_scratch``) or a pretrained LM with SID tokens.
+
+    Returns:
+        `(model, tokenizer, new_token_ids)`.
+    """
+    if training_args.from_scratch:
+        if model_args.model_name_or_path:
+            raise UserError("from_scratch builds a new model: leave model_name_or_path unset (or set from_scratch: false)")
+        tokenizer = build_local_tokenizer(
+            tokenizer_corpus(catalog, examples), training_args.tiny_tokenizer_vocab_size, catalog.vocab
+        )
+        model = build_tiny_model(
+            tokenizer,
+            hidden_size=training_args.tiny_hidden_size,
+            num_layers=training_args.tiny_num_layers,
+            num_heads=training_args.tiny_num_heads,
+            num_kv_heads=training_args.tiny_num_kv_heads,
+            intermediate_size=training_args.tiny_intermediate_size,
+            max_position_embeddings=max(training_args.max_length or 1024, 64),
+            attention_dropout=training_args.tiny_attention_dropout,
+            seed=training_args.seed,
+        )
+        new_ids = tokenizer.convert_tokens_to_ids(catalog.vocab.level_tokens())
+    else:
+        if not model_args.model_name_or_path:
+            raise UserError("set model_name_or_path (a Hub id or local path), or from_scratch: true for a tiny model")
+        tokenizer = load_tokenizer(model_args.model_name_or_path)
+        model_kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation}
+        if model_args.dtype not in (None, "auto"):
+            model_kwargs["dtype"] = getattr(torch, model_args.dtype)
+        model, new_ids = load_pretrained_with_sids(model_args.model_name_or_path, tokenizer, catalog.vocab, **model_kwargs)
+    if training_args.freeze_llm:
+        freeze_all_but_new_tokens(model, new_ids)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("model: %s, %.2fM parameters, vocab %d", type(model).__name__, n_params / 1e6, len(tokenizer))
+    return model, tokenizer, new_ids
+
+
+def lora_config_for_sids(model_args, new_token_ids: list[int]):
+    """TRL's LoRA config from ModelConfig, with the new SID token embeddings trainable (else they stay random)."""
+    from trl import get_peft_config
+
+    peft_config = get_peft_config(model_args)
+    if peft_config is not None and not peft_config.modules_to_save and new_token_ids:
+        peft_config.trainable_token_indices = {"embed_tokens": list(new_token_ids)}
+    return peft_config

@@ -1,0 +1,206 @@
+"""Run plumbing shared by the recipes: atomic outputs, run_summary.json, seeding, and user-error reporting."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+logger = logging.getLogger(__name__)
+
+# Field names whose values never reach disk or logs.
+_SECRET_MARKERS = ("token", "api_key", "password", "secret")
+
+
+class UserError(ValueError):
+    """A problem with the user's input or configuration; reported as one line, without a traceback."""
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename, so readers never see half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str) -> Iterator[str]:
+    """Yield a temporary sibling folder that replaces ``path`` only if the block finishes."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.")
+    try:
+        yield tmp
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_state() -> dict:
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        if commit.returncode != 0:
+            return {"commit": None, "dirty": None}
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no").stdout.strip())
+        return {"commit": commit.stdout.strip(), "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def versions() -> dict:
+    import accelerate
+    import torch
+    import transformers
+    import trl
+
+    import sidrec
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "accelerate": accelerate.__version__,
+        "sidrec": sidrec.__version__,
+    }
+
+
+def hardware() -> dict:
+    import torch
+
+    if torch.cuda.is_available():
+        return {"device": torch.cuda.get_device_name(0), "count": torch.cuda.device_count()}
+    return {"device": "cpu", "count": 1, "threads": torch.get_num_threads()}
+
+
+def redact(obj):
+    """Drop values of secret-looking keys from nested dicts/lists (configs written to disk)."""
+    if isinstance(obj, dict):
+        return {
+            k: ("<redacted>" if any(m in str(k).lower() for m in _SECRET_MARKERS) and v else redact(v)) for k, v in obj.items()
+        }
+    if isinstance(obj, list | tuple):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def config_dict(*configs) -> dict:
+    out = {}
+    for cfg in configs:
+        if cfg is None:
+            continue
+        d = cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)
+        out[type(cfg).__name__] = d
+    return redact(json.loads(json.dumps(out, default=str)))
+
+
+class RunSummary:
+    """Collects what a run did and writes ``run_summary.json`` atomically (also when the run fails)."""
+
+    def __init__(self, output_dir: str, stage: str, configs: tuple, seed: int | None):
+        self.path = os.path.join(output_dir, "run_summary.json")
+        self.start = time.time()
+        self.data = {
+            "stage": stage,
+            "status": "running",
+            "seed": seed,
+            "command": " ".join(sys.argv),
+            "config": config_dict(*configs),
+            "versions": versions(),
+            "git": git_state(),
+            "hardware": hardware(),
+            "data_files": {},
+            "wall_time_s": {},
+            "metrics": {},
+            "outputs": [],
+        }
+
+    def add_data_files(self, paths: list[str]) -> None:
+        self.data["data_files"] = {p: sha256_file(p) for p in paths}
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.data["wall_time_s"][name] = round(time.time() - t0, 3)
+
+    def write(self, status: str | None = None, error: str | None = None) -> None:
+        if status:
+            self.data["status"] = status
+        if error:
+            self.data["error"] = error
+        self.data["wall_time_s"]["total"] = round(time.time() - self.start, 3)
+        atomic_write_json(self.path, self.data)
+
+
+def run_main(main: Callable[[], None], debug_flag: str = "--debug") -> None:
+    """Run a recipe's ``main``; user errors print one line and exit 2 unless ``--debug`` is on the command line."""
+    debug = debug_flag in sys.argv
+    if debug:
+        sys.argv.remove(debug_flag)
+    try:
+        main()
+    except UserError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse_config(parser, args: list[str] | None = None):
+    """``parser.parse_args_and_config`` with unknown YAML keys failing the launch (reported as a user error)."""
+    try:
+        return parser.parse_args_and_config(args=args, fail_with_unknown_args=True)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def check_output_dir(output_dir: str, overwrite: bool, resume: bool = False) -> None:
+    """Refuse to write into a non-empty output_dir of an earlier run unless asked to overwrite or resume."""
+    if os.path.isdir(output_dir) and os.listdir(output_dir) and not (overwrite or resume):
+        raise UserError(
+            f"output_dir {output_dir} is not empty; pass --overwrite_output_dir true to replace it "
+            "(or resume_from_checkpoint to continue that run)"
+        )

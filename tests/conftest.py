@@ -1,0 +1,33 @@
+import os
+
+import pytest
+
+from sidrec.data import load_dataset
+from sidrec.data.synthetic import SyntheticConfig, make_synthetic_dataset
+from sidrec.modeling import build_local_tokenizer, build_tiny_model, tokenizer_corpus
+from sidrec.data.prompts import build_tasks
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REAL_DATA = os.path.join(REPO, "..", "shared", "data", "Amazon")
+SMALL = SyntheticConfig(num_categories=3, subcategories_per_category=2, num_items=48, num_users=80, seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_data_dir(tmp_path_factory):
+    return make_synthetic_dataset(str(tmp_path_factory.mktemp("data") / "synthetic"), SMALL)
+
+
+@pytest.fixture(scope="session")
+def small_data(small_data_dir):
+    return load_dataset(small_data_dir, "Synthetic")
+
+
+@pytest.fixture(scope="session")
+def small_tokenizer(small_data):
+    examples = build_tasks(["sid_seq", "item_alignment"], small_data.splits["train"], small_data.catalog)
+    return build_local_tokenizer(tokenizer_corpus(small_data.catalog, examples), 400, small_data.catalog.vocab)
+
+
+@pytest.fixture()
+def tiny_model(small_tokenizer):
+    return build_tiny_model(small_tokenizer, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)

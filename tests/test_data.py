@@ -1,0 +1,143 @@
+import csv
+import json
+import logging
+import os
+import shutil
+
+import pytest
+
+from sidrec.data import DataValidationError, load_dataset
+from sidrec.data.synthetic import SyntheticConfig, generate
+
+
+def test_synthetic_layout_and_counts(small_data):
+    assert set(small_data.splits) == {"train", "valid", "test"}
+    assert len(small_data.catalog.items) == 48
+    assert small_data.catalog.sid_length == 3
+    n = sum(len(v) for v in small_data.splits.values())
+    assert len(small_data.splits["train"]) == int(0.8 * n)
+    assert all(1 <= len(r.history_sids) <= 10 for r in small_data.splits["train"])
+
+
+def test_synthetic_is_deterministic():
+    cfg = SyntheticConfig(num_items=48, num_users=20, num_categories=3, subcategories_per_category=2, seed=3)
+    assert generate(cfg) == generate(cfg)
+    other = SyntheticConfig(num_items=48, num_users=20, num_categories=3, subcategories_per_category=2, seed=4)
+    assert generate(cfg) != generate(other)
+
+
+def test_synthetic_sids_are_hierarchical(small_data):
+    # level 1 ~ category: items sharing a level-1 code share the category word in their title
+    by_l1 = {}
+    for item in small_data.catalog.items.values():
+        by_l1.setdefault(item.sid.split(">")[0], set()).add(item.title.split()[2])
+    assert len(by_l1) == 3
+    assert all(len(words) == 1 for words in by_l1.values())
+
+
+def test_synthetic_has_transition_structure(small_data):
+    # the most frequent successor of an item is far above chance
+    from collections import Counter, defaultdict
+
+    nxt = defaultdict(Counter)
+    for r in small_data.splits["train"]:
+        nxt[r.history_item_ids[-1]][r.item_id] += 1
+    top_share = sum(c.most_common(1)[0][1] for c in nxt.values()) / sum(sum(c.values()) for c in nxt.values())
+    assert top_share > 5 / 48
+
+
+def copy_data(src, tmp_path):
+    dst = tmp_path / "d"
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+def rewrite_csv(path, row_index, column, value):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    rows[row_index][rows[0].index(column)] = value
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+def drop_column(path, column):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    i = rows[0].index(column)
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([r[:i] + r[i + 1 :] for r in rows])
+
+
+def edit_index(path, fn):
+    with open(path) as f:
+        data = json.load(f)
+    fn(data)
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+TRAIN = "train/Synthetic_synthetic.csv"
+INDEX = "index/Synthetic.index.json"
+ITEMS = "index/Synthetic.item.json"
+
+
+@pytest.mark.parametrize(
+    "mutate, pattern",
+    [
+        (lambda d: os.remove(os.path.join(d, TRAIN)), r"train/Synthetic\*\.csv: no file matches"),
+        (lambda d: drop_column(os.path.join(d, TRAIN), "history_item_sid"), r"row 0: missing column.*history_item_sid"),
+        (lambda d: rewrite_csv(os.path.join(d, TRAIN), 3, "history_item_id", "[1, 2"), r"row 3, field 'history_item_id': not a Python list"),
+        (lambda d: rewrite_csv(os.path.join(d, TRAIN), 2, "history_item_id", "__import__('os')"), r"row 2, field 'history_item_id': not a Python list"),
+        (lambda d: rewrite_csv(os.path.join(d, TRAIN), 5, "item_sid", "<a_1><b_1><c_999>"), r"row 5, field 'item_sid': SID '<a_1><b_1><c_999>' is not a catalog SID"),
+        (lambda d: rewrite_csv(os.path.join(d, TRAIN), 4, "history_item_title", "['only one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine', 'ten', 'eleven']"), r"row 4, field 'history_item_title': 11 entries but history_item_id has"),
+        (lambda d: rewrite_csv(os.path.join(d, TRAIN), 1, "history_item_id", "[]"), r"row 1, field 'history_item_id': empty history"),
+        (lambda d: rewrite_csv(os.path.join(d, TRAIN), 6, "item_id", "99999"), r"row 6, field 'item_id': item id 99999 is not in the catalog"),
+        (lambda d: edit_index(os.path.join(d, INDEX), lambda x: x.__setitem__("5", ["<a_1>", "<b_1>"])), r"Synthetic.index.json, row 6, field 'item 5': ragged SID: 2 levels where earlier items have 3"),
+        (lambda d: edit_index(os.path.join(d, INDEX), lambda x: x.__setitem__("3", ["<a_1>", "b_1", "<c_2>"])), r"row 4, field 'item 3': malformed SID"),
+        (lambda d: edit_index(os.path.join(d, ITEMS), lambda x: x.pop("7")), r"Synthetic.item.json, field 'item_id': item id 7 of the index is missing"),
+        (lambda d: open(os.path.join(d, INDEX), "w").write("{not json"), r"Synthetic.index.json: invalid JSON"),
+    ],
+    ids=["missing-file", "missing-column", "unparsable-list", "no-eval", "sid-not-in-catalog", "length-mismatch", "empty-history", "unknown-item", "ragged-index", "malformed-index-sid", "item-missing-from-item-json", "bad-json"],
+)
+def test_validation_errors_name_file_row_field(small_data_dir, tmp_path, mutate, pattern):
+    d = copy_data(small_data_dir, tmp_path)
+    mutate(d)
+    with pytest.raises(DataValidationError, match=pattern):
+        load_dataset(d, "Synthetic")
+
+
+def test_sid_mismatch_with_index_is_an_error(small_data_dir, tmp_path, small_data):
+    d = copy_data(small_data_dir, tmp_path)
+    other = next(i for i in small_data.catalog.items.values() if i.item_id != small_data.splits["train"][1].item_id)
+    rewrite_csv(os.path.join(d, TRAIN), 2, "item_sid", other.sid)
+    with pytest.raises(DataValidationError, match=r"row 2, field 'item_sid': SID .* differs from the index"):
+        load_dataset(d, "Synthetic")
+
+
+def test_missing_data_dir():
+    with pytest.raises(DataValidationError, match="data_dir does not exist"):
+        load_dataset("/nonexistent/dir", "Synthetic")
+
+
+def test_shared_sids_are_legal_and_warned(small_data_dir, tmp_path, caplog):
+    d = copy_data(small_data_dir, tmp_path)
+    # make item 1 share item 0's SID, and keep CSVs and the info file consistent by also pointing them at it
+    with open(os.path.join(d, INDEX)) as f:
+        index = json.load(f)
+    old, new = "".join(index["1"]), "".join(index["0"])
+    index["1"] = index["0"]
+    with open(os.path.join(d, INDEX), "w") as f:
+        json.dump(index, f)
+    for root, _, files in os.walk(d):
+        for name in files:
+            if name.endswith((".csv", ".txt")):
+                p = os.path.join(root, name)
+                with open(p) as f:
+                    text = f.read()
+                with open(p, "w") as f:
+                    f.write(text.replace(old, new))
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset(d, "Synthetic")
+    assert data.catalog.num_collisions == 1
+    assert len(data.catalog.vocab) == 47
+    assert "1 items share a SID" in caplog.text

@@ -1,0 +1,94 @@
+import pytest
+
+from sidrec.data.minionerec import Catalog, Interaction, Item
+from sidrec.data.prompts import (
+    PromptExample,
+    PromptTooLongError,
+    build_item_alignment,
+    build_tasks,
+    fit_to_length,
+    leaks_answer,
+)
+from sidrec.sid import SidVocab
+from sidrec.utils import UserError
+
+
+def row(hist_sids, target="<a_1><b_1><c_9>"):
+    n = len(hist_sids)
+    return Interaction("u1", tuple(str(i) for i in range(n)), tuple(f"title {i}" for i in range(n)), tuple(hist_sids), "9", "next title", target)
+
+
+def catalog(items):
+    return Catalog(items={i.item_id: i for i in items}, vocab=SidVocab.from_sids([i.sid for i in items]))
+
+
+def test_sid_seq_prompt_and_completion():
+    ex = build_tasks(["sid_seq"], [row(["<a_1><b_1><c_1>", "<a_1><b_1><c_2>"])], catalog([Item("9", "<a_1><b_1><c_9>", "t")]))[0]
+    p = ex.prompt()
+    assert "<a_1><b_1><c_1>, <a_1><b_1><c_2> in chronological order" in p
+    assert p.startswith("### Instruction:\n") and p.endswith("### Response:\n")
+    assert ex.completion == "<a_1><b_1><c_9>" and ex.target_sid == "<a_1><b_1><c_9>"
+
+
+@pytest.mark.parametrize("task, expect_in_prompt, completion", [
+    ("title_seq2sid", '"title 0", "title 1"', "<a_1><b_1><c_9>"),
+    ("title_seq2title", '"title 0", "title 1"', "next title"),
+    ("fusion", "<a_1><b_1><c_1>, <a_1><b_1><c_2>", "next title"),
+])
+def test_history_tasks(task, expect_in_prompt, completion):
+    ex = build_tasks([task], [row(["<a_1><b_1><c_1>", "<a_1><b_1><c_2>"])], catalog([Item("9", "<a_1><b_1><c_9>", "t")]))[0]
+    assert expect_in_prompt in ex.prompt()
+    assert ex.completion == completion
+
+
+def test_item_alignment_examples_and_no_leak():
+    items = [
+        Item("1", "<a_1><b_1><c_1>", "Red Widget", "['A sturdy widget.', 'Made of steel.']"),
+        Item("2", "<a_1><b_1><c_2>", "Blue Gadget", ""),
+        # shares a SID with item 3: SID -> title would be ambiguous, so it is skipped for both
+        Item("3", "<a_2><b_1><c_1>", "Green Thing", ""),
+        Item("4", "<a_2><b_1><c_1>", "Yellow Thing", ""),
+        # a description that spells out its own SID would teach copying: dropped
+        Item("5", "<a_3><b_1><c_1>", "Leaky", "Its code is <a_3><b_1><c_1> exactly."),
+    ]
+    exs = build_item_alignment(catalog(items))
+    by_item = {}
+    for ex in exs:
+        by_item.setdefault(ex.source, []).append(ex)
+        assert not leaks_answer(ex)
+    item1 = {(ex.prompt().split("### User Input:\n")[1], ex.completion) for ex in by_item["item 1"]}
+    assert any("Red Widget" in p and c == "<a_1><b_1><c_1>" for p, c in item1)
+    assert any("A sturdy widget. Made of steel." in p and c == "<a_1><b_1><c_1>" for p, c in item1)
+    assert any("<a_1><b_1><c_1>" in p and c == "Red Widget" for p, c in item1)
+    assert len(by_item["item 2"]) == 2  # no description
+    assert all(ex.completion != "Green Thing" for ex in by_item["item 3"])
+    assert [ex.completion for ex in by_item["item 5"]] == ["<a_3><b_1><c_1>", "Leaky"]
+
+
+def test_leak_detector():
+    ex = PromptExample("item_alignment", "i", "Which item is <a_1><b_1>?", "<a_1><b_1>")
+    assert leaks_answer(ex)
+    assert not leaks_answer(PromptExample("item_alignment", "i", "Which item is X?", "<a_1><b_1>"))
+
+
+def test_unknown_task_is_an_error():
+    with pytest.raises(UserError, match="unknown task name.*'nope'"):
+        build_tasks(["nope"], [], catalog([Item("9", "<a_1><b_1><c_9>", "t")]))
+
+
+def test_fit_trims_history_from_the_left(small_tokenizer):
+    sids = [f"<a_{i % 3}><b_{i % 2}><c_{i}>" for i in range(10)]
+    ex = build_tasks(["sid_seq"], [row(sids)], catalog([Item("9", "<a_1><b_1><c_9>", "t")]))[0]
+    full = len(small_tokenizer(ex.prompt() + ex.completion)["input_ids"]) + 1
+    rec = fit_to_length([ex], small_tokenizer, full - 1)[0]
+    # the oldest entry went, the newest stayed, and the answer is intact
+    assert sids[0] not in rec["prompt"] and sids[-1] in rec["prompt"] and sids[1] in rec["prompt"]
+    assert rec["completion"] == ex.completion
+    assert len(small_tokenizer(rec["prompt"] + rec["completion"])["input_ids"]) + 1 <= full - 1
+    assert fit_to_length([ex], small_tokenizer, full)[0]["prompt"] == ex.prompt()
+
+
+def test_fit_too_long_is_an_error(small_tokenizer):
+    ex = build_tasks(["sid_seq"], [row(["<a_1><b_1><c_1>"])], catalog([Item("9", "<a_1><b_1><c_9>", "t")]))[0]
+    with pytest.raises(PromptTooLongError, match="task 'sid_seq' needs .* tokens .* max_length=10"):
+        fit_to_length([ex], small_tokenizer, 10)
