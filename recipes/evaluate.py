@@ -62,7 +62,9 @@ def main():
         ks = [k for k in eval_args.topk if k <= eval_args.num_beams]
         logger.info("%s", "  ".join(f"HR@{k}={metrics[f'HR@{k}']:.4f}" for k in ks))
         logger.info("%s", "  ".join(f"NDCG@{k}={metrics[f'NDCG@{k}']:.4f}" for k in ks))
-        logger.info("invalid=%d  samples=%d  beams=%d", metrics["invalid"], metrics["num_samples"], metrics["num_beams"])
+        logger.info(
+            "invalid=%d  samples=%d  beams=%d", metrics["invalid"], metrics["num_samples"], metrics["num_beams"]
+        )
         print(metrics_path)
     except BaseException as e:
         summary.write("failed", error=f"{type(e).__name__}: {e}")

@@ -22,7 +22,9 @@ logger = logging.getLogger("sidrec.sft")
 
 
 def main():
-    script_args, training_args, model_args = parse_config(TrlParser((SidrecScriptArguments, SidrecSFTConfig, ModelConfig)))
+    script_args, training_args, model_args = parse_config(
+        TrlParser((SidrecScriptArguments, SidrecSFTConfig, ModelConfig))
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     state = PartialState()
     resume = training_args.resume_from_checkpoint
@@ -48,7 +50,9 @@ def main():
             model, tokenizer, new_ids = prepare_sft_model(training_args, model_args, data.catalog, examples)
             train_ds = to_hf_dataset(fit_to_length(examples, tokenizer, training_args.max_length))
             eval_ds = to_hf_dataset(fit_to_length(eval_examples, tokenizer, training_args.max_length))
-        logger.info("train examples: %d (tasks %s), valid examples: %d", len(train_ds), training_args.sft_tasks, len(eval_ds))
+        logger.info(
+            "train examples: %d (tasks %s), valid examples: %d", len(train_ds), training_args.sft_tasks, len(eval_ds)
+        )
 
         patience = training_args.early_stopping_patience
         trainer = SFTTrainer(

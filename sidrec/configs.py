@@ -46,15 +46,20 @@ class SidrecTrainingMixin:
 
     freeze_llm: bool = field(
         default=False,
-        metadata={"help": "Train only the new SID token embeddings; the rest of the LM stays frozen (needs weight_decay 0)."},
+        metadata={
+            "help": "Train only the new SID token embeddings; the rest of the LM stays frozen (needs weight_decay 0)."
+        },
     )
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow writing into a non-empty output_dir (an earlier run's files are replaced)."}
+        default=False,
+        metadata={"help": "Allow writing into a non-empty output_dir (an earlier run's files are replaced)."},
     )
 
     def _check_sidrec_fields(self) -> None:
         if self.freeze_llm and self.weight_decay:
-            raise UserError("freeze_llm keeps the old vocabulary fixed; weight_decay would still move it: set weight_decay: 0")
+            raise UserError(
+                "freeze_llm keeps the old vocabulary fixed; weight_decay would still move it: set weight_decay: 0"
+            )
 
 
 @dataclass
@@ -67,11 +72,15 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
     )
     early_stopping_patience: int | None = field(
         default=3,
-        metadata={"help": "Stop after this many evaluations without a better eval_loss (best checkpoint kept); null disables."},
+        metadata={
+            "help": "Stop after this many evaluations without a better eval_loss (best checkpoint kept); null disables."
+        },
     )
     from_scratch: bool = field(
         default=False,
-        metadata={"help": "Build a tiny random-init Qwen2 and a tokenizer from the catalog text instead of loading model_name_or_path."},
+        metadata={
+            "help": "Build a tiny random-init Qwen2 and a tokenizer from the catalog text instead of loading model_name_or_path."
+        },
     )
     tiny_hidden_size: int = field(default=128, metadata={"help": "from_scratch: hidden size."})
     tiny_num_layers: int = field(default=2, metadata={"help": "from_scratch: decoder layers."})
@@ -79,6 +88,9 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
     tiny_num_kv_heads: int = field(default=2, metadata={"help": "from_scratch: key/value heads."})
     tiny_intermediate_size: int = field(default=512, metadata={"help": "from_scratch: MLP width."})
     tiny_attention_dropout: float = field(default=0.0, metadata={"help": "from_scratch: attention dropout."})
+    tiny_dropout: float = field(
+        default=0.0, metadata={"help": "from_scratch: dropout on embeddings and residual branches (GPT-2 style)."}
+    )
     tiny_tokenizer_vocab_size: int = field(
         default=2048, metadata={"help": "from_scratch: BPE vocabulary size (SID tokens come on top)."}
     )
@@ -109,10 +121,14 @@ class EvalConfig:
 
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where metrics.json and predictions.jsonl go."})
     split: str = field(default="test", metadata={"help": "Which CSV split to rank: test or valid."})
-    num_beams: int = field(default=50, metadata={"help": "Beams of the constrained beam search (= length of each ranked list)."})
+    num_beams: int = field(
+        default=50, metadata={"help": "Beams of the constrained beam search (= length of each ranked list)."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Prompts per generate call."})
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N rows of the split."})
-    max_length: int = field(default=512, metadata={"help": "Prompt token budget; the oldest history items are dropped to fit."})
+    max_length: int = field(
+        default=512, metadata={"help": "Prompt token budget; the oldest history items are dropped to fit."}
+    )
     topk: list[int] = field(
         default_factory=lambda: list(DEFAULT_KS), metadata={"help": "K values for HR@K / NDCG@K (those <= num_beams)."}
     )

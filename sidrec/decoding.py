@@ -53,7 +53,11 @@ def sequences_to_sids(trie: SidTrie, completions: torch.Tensor) -> tuple[torch.T
     """Map generated completions `[N, >= L+1]` to SID indices `[N]` (-1 when not a catalog SID followed by EOS)."""
     length = trie.sid_length
     index = trie.walk(completions[:, :length])
-    ends_with_eos = completions[:, length] == trie.eos_token_id if completions.shape[1] > length else torch.zeros_like(index, dtype=torch.bool)
+    ends_with_eos = (
+        completions[:, length] == trie.eos_token_id
+        if completions.shape[1] > length
+        else torch.zeros_like(index, dtype=torch.bool)
+    )
     valid = (index >= 0) & ends_with_eos
     return torch.where(valid, index, torch.full_like(index, -1)), valid
 
@@ -133,7 +137,11 @@ def rank_items(
         scores = out.sequences_scores.float() if num_beams > 1 else _greedy_scores(out.logits, completions)
         real = torch.isfinite(scores) & (scores > _FILLER_SCORE)
         invalid += int((real & ~valid).sum())
-        index, keep, scores = index.view(len(batch), num_beams).tolist(), (real & valid).view(len(batch), num_beams).tolist(), scores.view(len(batch), num_beams).tolist()
+        index, keep, scores = (
+            index.view(len(batch), num_beams).tolist(),
+            (real & valid).view(len(batch), num_beams).tolist(),
+            scores.view(len(batch), num_beams).tolist(),
+        )
         for row, i in enumerate(batch):
             seen = set()
             for beam in range(num_beams):

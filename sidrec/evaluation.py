@@ -33,7 +33,7 @@ def evaluate_rows(
     metrics = compute_metrics(ranked.sids, targets, num_beams, ranked.invalid, ks)
     predictions = [
         {"user_id": row.user_id, "target": row.item_sid, "predictions": sids, "scores": [round(s, 6) for s in scores]}
-        for row, sids, scores in zip(rows, ranked.sids, ranked.scores)
+        for row, sids, scores in zip(rows, ranked.sids, ranked.scores, strict=False)
     ]
     return metrics, predictions
 

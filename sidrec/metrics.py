@@ -40,7 +40,7 @@ def hr_ndcg(predictions: Sequence[Sequence[str]], targets: Sequence[str], ks: Se
         raise ValueError(f"{len(predictions)} prediction lists for {len(targets)} targets")
     if not targets:
         raise ValueError("no samples to score")
-    ranks = [first_hit_rank(p, t) for p, t in zip(predictions, targets)]
+    ranks = [first_hit_rank(p, t) for p, t in zip(predictions, targets, strict=False)]
     n = len(targets)
     out = {}
     for k in ks:
@@ -54,7 +54,9 @@ def _level_names(sid_length: int) -> list[str]:
     return ["+".join(f"L{j + 1}" for j in range(i + 1)) for i in range(sid_length)]
 
 
-def per_level_analysis(predictions: Sequence[Sequence[str]], targets: Sequence[str], ks: Sequence[int] = DEFAULT_KS) -> dict:
+def per_level_analysis(
+    predictions: Sequence[Sequence[str]], targets: Sequence[str], ks: Sequence[int] = DEFAULT_KS
+) -> dict:
     """Where along the SID do predictions go wrong?
 
     - ``independent[level][K]``: share of samples where some top-K prediction has the target's token at that level
@@ -81,12 +83,14 @@ def per_level_analysis(predictions: Sequence[Sequence[str]], targets: Sequence[s
     cumulative: dict[str, dict[str, float]] = {name: {} for name in names}
     for k in ks:
         for j in range(length):
-            hits = sum(1 for p, t in zip(pred, tgt) if any(s[j] == t[j] for s in p[:k]))
+            hits = sum(1 for p, t in zip(pred, tgt, strict=False) if any(s[j] == t[j] for s in p[:k]))
             independent[f"level_{j + 1}"][str(k)] = hits / n
-            hits = sum(1 for p, t in zip(pred, tgt) if any(s[: j + 1] == t[: j + 1] for s in p[:k]))
+            hits = sum(1 for p, t in zip(pred, tgt, strict=False) if any(s[: j + 1] == t[: j + 1] for s in p[:k]))
             cumulative[names[j]][str(k)] = hits / n
-        independent["exact"][str(k)] = sum(1 for p, t in zip(pred, tgt) if t in p[:k]) / n
-    top1 = [sum(1 for p, t in zip(pred, tgt) if p and p[0][: j + 1] == t[: j + 1]) / n for j in range(length)]
+        independent["exact"][str(k)] = sum(1 for p, t in zip(pred, tgt, strict=False) if t in p[:k]) / n
+    top1 = [
+        sum(1 for p, t in zip(pred, tgt, strict=False) if p and p[0][: j + 1] == t[: j + 1]) / n for j in range(length)
+    ]
     dropoff = {"L1_accuracy": top1[0]}
     for j in range(1, length):
         dropoff[f"{names[j - 1]}->{names[j]}_retention"] = top1[j] / top1[j - 1] if top1[j - 1] else None

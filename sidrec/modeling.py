@@ -113,6 +113,25 @@ def build_tiny_model(
     return model
 
 
+def add_residual_dropout(model, p: float) -> None:
+    """GPT-2-style dropout for a Qwen2/Llama-layout model: on the embeddings and on each residual branch's output.
+
+    Qwen2's config only has attention dropout; a small from-scratch model over-fits a small split without this.
+    Implemented with forward hooks on the existing modules, so checkpoints stay plain Qwen2 (dropout is a no-op in
+    eval mode).
+    """
+    if p <= 0:
+        return
+
+    def hook(module, args, output):
+        return torch.nn.functional.dropout(output, p, training=module.training)
+
+    model.get_input_embeddings().register_forward_hook(hook)
+    for layer in model.model.layers:
+        layer.self_attn.o_proj.register_forward_hook(hook)
+        layer.mlp.down_proj.register_forward_hook(hook)
+
+
 def load_pretrained_with_sids(path: str, tokenizer, sid_vocab: SidVocab, **model_kwargs):
     """Load a pretrained causal LM, add the SID tokens to its tokenizer and resize the embeddings (mean-initialised)."""
     model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
@@ -163,7 +182,9 @@ def prepare_sft_model(training_args, model_args, catalog, examples):
     """
     if training_args.from_scratch:
         if model_args.model_name_or_path:
-            raise UserError("from_scratch builds a new model: leave model_name_or_path unset (or set from_scratch: false)")
+            raise UserError(
+                "from_scratch builds a new model: leave model_name_or_path unset (or set from_scratch: false)"
+            )
         tokenizer = build_local_tokenizer(
             tokenizer_corpus(catalog, examples), training_args.tiny_tokenizer_vocab_size, catalog.vocab
         )
@@ -178,6 +199,7 @@ def prepare_sft_model(training_args, model_args, catalog, examples):
             attention_dropout=training_args.tiny_attention_dropout,
             seed=training_args.seed,
         )
+        add_residual_dropout(model, training_args.tiny_dropout)
         new_ids = tokenizer.convert_tokens_to_ids(catalog.vocab.level_tokens())
     else:
         if not model_args.model_name_or_path:
@@ -186,7 +208,9 @@ def prepare_sft_model(training_args, model_args, catalog, examples):
         model_kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation}
         if model_args.dtype not in (None, "auto"):
             model_kwargs["dtype"] = getattr(torch, model_args.dtype)
-        model, new_ids = load_pretrained_with_sids(model_args.model_name_or_path, tokenizer, catalog.vocab, **model_kwargs)
+        model, new_ids = load_pretrained_with_sids(
+            model_args.model_name_or_path, tokenizer, catalog.vocab, **model_kwargs
+        )
     if training_args.freeze_llm:
         freeze_all_but_new_tokens(model, new_ids)
     n_params = sum(p.numel() for p in model.parameters())

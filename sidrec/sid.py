@@ -56,7 +56,9 @@ class SidVocab:
             raise ValueError("a SID vocabulary needs at least one SID")
         lengths = {len(s) for s in parsed}
         if len(lengths) != 1:
-            raise ValueError(f"SIDs of one catalog must all have the same number of levels, found lengths {sorted(lengths)}")
+            raise ValueError(
+                f"SIDs of one catalog must all have the same number of levels, found lengths {sorted(lengths)}"
+            )
         return cls(sids=tuple(sorted(parsed)))
 
     @property

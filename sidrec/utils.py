@@ -117,7 +117,8 @@ def redact(obj):
     """Drop values of secret-looking keys from nested dicts/lists (configs written to disk)."""
     if isinstance(obj, dict):
         return {
-            k: ("<redacted>" if any(m in str(k).lower() for m in _SECRET_MARKERS) and v else redact(v)) for k, v in obj.items()
+            k: ("<redacted>" if any(m in str(k).lower() for m in _SECRET_MARKERS) and v else redact(v))
+            for k, v in obj.items()
         }
     if isinstance(obj, list | tuple):
         return [redact(v) for v in obj]

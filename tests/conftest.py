@@ -3,9 +3,9 @@ import os
 import pytest
 
 from sidrec.data import load_dataset
+from sidrec.data.prompts import build_tasks
 from sidrec.data.synthetic import SyntheticConfig, make_synthetic_dataset
 from sidrec.modeling import build_local_tokenizer, build_tiny_model, tokenizer_corpus
-from sidrec.data.prompts import build_tasks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_DATA = os.path.join(REPO, "..", "shared", "data", "Amazon")
@@ -30,4 +30,6 @@ def small_tokenizer(small_data):
 
 @pytest.fixture()
 def tiny_model(small_tokenizer):
-    return build_tiny_model(small_tokenizer, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
+    return build_tiny_model(
+        small_tokenizer, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64
+    )

@@ -85,19 +85,67 @@ ITEMS = "index/Synthetic.item.json"
     "mutate, pattern",
     [
         (lambda d: os.remove(os.path.join(d, TRAIN)), r"train/Synthetic\*\.csv: no file matches"),
-        (lambda d: drop_column(os.path.join(d, TRAIN), "history_item_sid"), r"row 0: missing column.*history_item_sid"),
-        (lambda d: rewrite_csv(os.path.join(d, TRAIN), 3, "history_item_id", "[1, 2"), r"row 3, field 'history_item_id': not a Python list"),
-        (lambda d: rewrite_csv(os.path.join(d, TRAIN), 2, "history_item_id", "__import__('os')"), r"row 2, field 'history_item_id': not a Python list"),
-        (lambda d: rewrite_csv(os.path.join(d, TRAIN), 5, "item_sid", "<a_1><b_1><c_999>"), r"row 5, field 'item_sid': SID '<a_1><b_1><c_999>' is not a catalog SID"),
-        (lambda d: rewrite_csv(os.path.join(d, TRAIN), 4, "history_item_title", "['only one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine', 'ten', 'eleven']"), r"row 4, field 'history_item_title': 11 entries but history_item_id has"),
-        (lambda d: rewrite_csv(os.path.join(d, TRAIN), 1, "history_item_id", "[]"), r"row 1, field 'history_item_id': empty history"),
-        (lambda d: rewrite_csv(os.path.join(d, TRAIN), 6, "item_id", "99999"), r"row 6, field 'item_id': item id 99999 is not in the catalog"),
-        (lambda d: edit_index(os.path.join(d, INDEX), lambda x: x.__setitem__("5", ["<a_1>", "<b_1>"])), r"Synthetic.index.json, row 6, field 'item 5': ragged SID: 2 levels where earlier items have 3"),
-        (lambda d: edit_index(os.path.join(d, INDEX), lambda x: x.__setitem__("3", ["<a_1>", "b_1", "<c_2>"])), r"row 4, field 'item 3': malformed SID"),
-        (lambda d: edit_index(os.path.join(d, ITEMS), lambda x: x.pop("7")), r"Synthetic.item.json, field 'item_id': item id 7 of the index is missing"),
+        (
+            lambda d: drop_column(os.path.join(d, TRAIN), "history_item_sid"),
+            r"row 0: missing column.*history_item_sid",
+        ),
+        (
+            lambda d: rewrite_csv(os.path.join(d, TRAIN), 3, "history_item_id", "[1, 2"),
+            r"row 3, field 'history_item_id': not a Python list",
+        ),
+        (
+            lambda d: rewrite_csv(os.path.join(d, TRAIN), 2, "history_item_id", "__import__('os')"),
+            r"row 2, field 'history_item_id': not a Python list",
+        ),
+        (
+            lambda d: rewrite_csv(os.path.join(d, TRAIN), 5, "item_sid", "<a_1><b_1><c_999>"),
+            r"row 5, field 'item_sid': SID '<a_1><b_1><c_999>' is not a catalog SID",
+        ),
+        (
+            lambda d: rewrite_csv(
+                os.path.join(d, TRAIN),
+                4,
+                "history_item_title",
+                "['only one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine', 'ten', 'eleven']",
+            ),
+            r"row 4, field 'history_item_title': 11 entries but history_item_id has",
+        ),
+        (
+            lambda d: rewrite_csv(os.path.join(d, TRAIN), 1, "history_item_id", "[]"),
+            r"row 1, field 'history_item_id': empty history",
+        ),
+        (
+            lambda d: rewrite_csv(os.path.join(d, TRAIN), 6, "item_id", "99999"),
+            r"row 6, field 'item_id': item id 99999 is not in the catalog",
+        ),
+        (
+            lambda d: edit_index(os.path.join(d, INDEX), lambda x: x.__setitem__("5", ["<a_1>", "<b_1>"])),
+            r"Synthetic.index.json, row 6, field 'item 5': ragged SID: 2 levels where earlier items have 3",
+        ),
+        (
+            lambda d: edit_index(os.path.join(d, INDEX), lambda x: x.__setitem__("3", ["<a_1>", "b_1", "<c_2>"])),
+            r"row 4, field 'item 3': malformed SID",
+        ),
+        (
+            lambda d: edit_index(os.path.join(d, ITEMS), lambda x: x.pop("7")),
+            r"Synthetic.item.json, field 'item_id': item id 7 of the index is missing",
+        ),
         (lambda d: open(os.path.join(d, INDEX), "w").write("{not json"), r"Synthetic.index.json: invalid JSON"),
     ],
-    ids=["missing-file", "missing-column", "unparsable-list", "no-eval", "sid-not-in-catalog", "length-mismatch", "empty-history", "unknown-item", "ragged-index", "malformed-index-sid", "item-missing-from-item-json", "bad-json"],
+    ids=[
+        "missing-file",
+        "missing-column",
+        "unparsable-list",
+        "no-eval",
+        "sid-not-in-catalog",
+        "length-mismatch",
+        "empty-history",
+        "unknown-item",
+        "ragged-index",
+        "malformed-index-sid",
+        "item-missing-from-item-json",
+        "bad-json",
+    ],
 )
 def test_validation_errors_name_file_row_field(small_data_dir, tmp_path, mutate, pattern):
     d = copy_data(small_data_dir, tmp_path)

@@ -14,10 +14,18 @@ def prompts(data, tok, n=6):
 def test_every_ranked_sid_is_a_distinct_catalog_sid(small_data, small_tokenizer, tiny_model, num_beams):
     # level 1 has 3 codes: beams > valid first tokens for num_beams >= 4
     trie = small_data.catalog.vocab.compile(small_tokenizer)
-    ranked = rank_items(tiny_model, small_tokenizer, prompts(small_data, small_tokenizer), trie, num_beams, batch_size=4, show_progress=False)
+    ranked = rank_items(
+        tiny_model,
+        small_tokenizer,
+        prompts(small_data, small_tokenizer),
+        trie,
+        num_beams,
+        batch_size=4,
+        show_progress=False,
+    )
     valid = set(small_data.catalog.vocab.strings())
     assert ranked.invalid == 0
-    for sids, scores in zip(ranked.sids, ranked.scores):
+    for sids, scores in zip(ranked.sids, ranked.scores, strict=False):
         assert len(sids) == num_beams
         assert len(set(sids)) == num_beams
         assert set(sids) <= valid
@@ -28,7 +36,7 @@ def test_scores_are_sums_of_log_probs(small_data, small_tokenizer, tiny_model):
     trie = small_data.catalog.vocab.compile(small_tokenizer)
     p = prompts(small_data, small_tokenizer, 1)
     ranked = rank_items(tiny_model, small_tokenizer, p, trie, 5, show_progress=False)
-    for sid, score in zip(ranked.sids[0], ranked.scores[0]):
+    for sid, score in zip(ranked.sids[0], ranked.scores[0], strict=False):
         ids = small_tokenizer(p[0] + sid, add_special_tokens=False, return_tensors="pt")["input_ids"]
         ids = torch.cat([ids, torch.tensor([[small_tokenizer.eos_token_id]])], dim=1)
         with torch.no_grad():

@@ -15,7 +15,15 @@ from sidrec.utils import UserError
 
 def row(hist_sids, target="<a_1><b_1><c_9>"):
     n = len(hist_sids)
-    return Interaction("u1", tuple(str(i) for i in range(n)), tuple(f"title {i}" for i in range(n)), tuple(hist_sids), "9", "next title", target)
+    return Interaction(
+        "u1",
+        tuple(str(i) for i in range(n)),
+        tuple(f"title {i}" for i in range(n)),
+        tuple(hist_sids),
+        "9",
+        "next title",
+        target,
+    )
 
 
 def catalog(items):
@@ -23,20 +31,27 @@ def catalog(items):
 
 
 def test_sid_seq_prompt_and_completion():
-    ex = build_tasks(["sid_seq"], [row(["<a_1><b_1><c_1>", "<a_1><b_1><c_2>"])], catalog([Item("9", "<a_1><b_1><c_9>", "t")]))[0]
+    ex = build_tasks(
+        ["sid_seq"], [row(["<a_1><b_1><c_1>", "<a_1><b_1><c_2>"])], catalog([Item("9", "<a_1><b_1><c_9>", "t")])
+    )[0]
     p = ex.prompt()
     assert "<a_1><b_1><c_1>, <a_1><b_1><c_2> in chronological order" in p
     assert p.startswith("### Instruction:\n") and p.endswith("### Response:\n")
     assert ex.completion == "<a_1><b_1><c_9>" and ex.target_sid == "<a_1><b_1><c_9>"
 
 
-@pytest.mark.parametrize("task, expect_in_prompt, completion", [
-    ("title_seq2sid", '"title 0", "title 1"', "<a_1><b_1><c_9>"),
-    ("title_seq2title", '"title 0", "title 1"', "next title"),
-    ("fusion", "<a_1><b_1><c_1>, <a_1><b_1><c_2>", "next title"),
-])
+@pytest.mark.parametrize(
+    "task, expect_in_prompt, completion",
+    [
+        ("title_seq2sid", '"title 0", "title 1"', "<a_1><b_1><c_9>"),
+        ("title_seq2title", '"title 0", "title 1"', "next title"),
+        ("fusion", "<a_1><b_1><c_1>, <a_1><b_1><c_2>", "next title"),
+    ],
+)
 def test_history_tasks(task, expect_in_prompt, completion):
-    ex = build_tasks([task], [row(["<a_1><b_1><c_1>", "<a_1><b_1><c_2>"])], catalog([Item("9", "<a_1><b_1><c_9>", "t")]))[0]
+    ex = build_tasks(
+        [task], [row(["<a_1><b_1><c_1>", "<a_1><b_1><c_2>"])], catalog([Item("9", "<a_1><b_1><c_9>", "t")])
+    )[0]
     assert expect_in_prompt in ex.prompt()
     assert ex.completion == completion
 

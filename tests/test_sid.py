@@ -12,7 +12,11 @@ def make_tokenizer(vocab: SidVocab) -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, models
 
     base = {"<|endoftext|>": 0, "<|pad|>": 1, "x": 2}
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(base, unk_token="x")), eos_token="<|endoftext|>", pad_token="<|pad|>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(base, unk_token="x")),
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+    )
     tok.add_tokens(vocab.level_tokens())
     return tok
 

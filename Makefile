@@ -1,0 +1,31 @@
+# sidrec: `make install`, then `make demo` (synthetic data -> SFT -> 50-beam constrained eval) and `make test`.
+PYTHON ?= python
+ACCELERATE ?= accelerate launch --config_file accelerate_configs/cpu.yaml
+DEMO_DATA ?= data/synthetic
+
+.PHONY: install test quality style demo demo-data clean
+
+install:
+	$(PYTHON) -m pip install torch==2.13.0
+	$(PYTHON) -m pip install -e ".[dev]"
+
+test:
+	$(PYTHON) -m pytest tests --doctest-modules sidrec -q
+
+quality:
+	ruff check sidrec recipes tests scripts
+	ruff format --check sidrec recipes tests scripts
+
+style:
+	ruff check --fix sidrec recipes tests scripts
+	ruff format sidrec recipes tests scripts
+
+demo-data:
+	@test -d $(DEMO_DATA) || $(PYTHON) -m sidrec.data.synthetic --out $(DEMO_DATA)
+
+demo: demo-data
+	$(ACCELERATE) recipes/sft.py --config recipes/demo/sft.yaml
+	$(ACCELERATE) recipes/evaluate.py --config recipes/demo/eval.yaml
+
+clean:
+	rm -rf outputs

@@ -1,0 +1,93 @@
+import torch
+from trl import SFTTrainer
+
+from sidrec.configs import SidrecSFTConfig
+from sidrec.data.prompts import build_tasks, fit_to_length, to_hf_dataset
+from sidrec.modeling import build_tiny_model, freeze_all_but_new_tokens
+
+
+def sft_args(tmp_path, **kw):
+    base = {
+        "output_dir": str(tmp_path / "sft"),
+        "max_steps": 3,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 1e-2,
+        "bf16": False,
+        "report_to": [],
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "early_stopping_patience": None,
+        "logging_steps": 1,
+        "max_length": 256,
+        "use_cpu": True,
+    }
+    base.update(kw)
+    return SidrecSFTConfig(**base)
+
+
+def train_dataset(data, tok):
+    examples = build_tasks(["sid_seq", "item_alignment"], data.splits["train"], data.catalog)
+    return to_hf_dataset(fit_to_length(examples, tok, 256))
+
+
+def test_few_step_sft_changes_every_parameter(small_data, small_tokenizer, tiny_model, tmp_path):
+    before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    trainer = SFTTrainer(
+        model=tiny_model,
+        args=sft_args(tmp_path),
+        train_dataset=train_dataset(small_data, small_tokenizer),
+        processing_class=small_tokenizer,
+    )
+    trainer.train()
+    unchanged = [n for n, p in tiny_model.named_parameters() if torch.equal(before[n], p.detach())]
+    assert unchanged == []
+    assert trainer.state.log_history[0]["loss"] > 0
+
+
+def test_loss_is_on_the_completion_only(small_data, small_tokenizer, tiny_model, tmp_path):
+    examples = build_tasks(["sid_seq"], small_data.splits["train"][:4], small_data.catalog)
+    ds = to_hf_dataset(fit_to_length(examples, small_tokenizer, 256))
+    trainer = SFTTrainer(model=tiny_model, args=sft_args(tmp_path), train_dataset=ds, processing_class=small_tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    for labels in batch["labels"]:
+        target = labels[labels != -100].tolist()
+        # the SID's 3 tokens, then EOS
+        assert len(target) == 4 and target[-1] == small_tokenizer.eos_token_id
+        assert small_tokenizer.decode(target[:3]) in small_data.catalog.vocab.strings()
+
+
+def test_freeze_llm_trains_only_new_token_rows(small_data, small_tokenizer, tmp_path):
+    model = build_tiny_model(
+        small_tokenizer, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64
+    )
+    new_ids = small_tokenizer.convert_tokens_to_ids(small_data.catalog.vocab.level_tokens())
+    freeze_all_but_new_tokens(model, new_ids)
+    emb = model.get_input_embeddings().weight
+    before = emb.detach().clone()
+    layer = model.model.layers[0].mlp.up_proj.weight.detach().clone()
+    args = sft_args(tmp_path, freeze_llm=True, weight_decay=0.0)
+    SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset(small_data, small_tokenizer),
+        processing_class=small_tokenizer,
+    ).train()
+    changed_rows = set(torch.nonzero((emb.detach() != before).any(dim=1)).flatten().tolist())
+    assert changed_rows and changed_rows <= set(new_ids)
+    assert torch.equal(layer, model.model.layers[0].mlp.up_proj.weight)
+
+
+def test_residual_dropout_only_in_training(small_tokenizer):
+    from sidrec.modeling import add_residual_dropout
+
+    model = build_tiny_model(
+        small_tokenizer, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64
+    )
+    ids = torch.tensor([[5, 6, 7, 8]])
+    model.eval()
+    ref = model(ids).logits
+    add_residual_dropout(model, 0.5)
+    assert torch.equal(model(ids).logits, ref)  # eval: no-op
+    model.train()
+    torch.manual_seed(0)
+    assert not torch.allclose(model(ids).logits, ref)
