@@ -61,7 +61,7 @@ def main():
             train_dataset=train_ds,
             eval_dataset=eval_ds,
             processing_class=tokenizer,
-            peft_config=lora_config_for_sids(model_args, new_ids),
+            peft_config=lora_config_for_sids(model_args, model),
             callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)] if patience else None,
         )
 

@@ -218,11 +218,22 @@ def prepare_sft_model(training_args, model_args, catalog, examples):
     return model, tokenizer, new_ids
 
 
-def lora_config_for_sids(model_args, new_token_ids: list[int]):
-    """TRL's LoRA config from ModelConfig, with the new SID token embeddings trainable (else they stay random)."""
+def lora_config_for_sids(model_args, model):
+    """TRL's LoRA config from ModelConfig, with the embedding matrices trained in full so the new SID rows learn.
+
+    peft's ``trainable_token_indices`` would be lighter, but TRL's fused LM-head loss multiplies by
+    ``lm_head.weight`` directly and never sees those deltas; a tied head is kept tied to the trained copy.
+    """
     from trl import get_peft_config
 
     peft_config = get_peft_config(model_args)
-    if peft_config is not None and not peft_config.modules_to_save and new_token_ids:
-        peft_config.trainable_token_indices = {"embed_tokens": list(new_token_ids)}
+    if peft_config is None or peft_config.modules_to_save:
+        return peft_config
+    names = {id(m): n.rsplit(".", 1)[-1] for n, m in model.named_modules()}
+    modules = [names[id(model.get_input_embeddings())]]
+    if model.config.get_text_config().tie_word_embeddings:
+        peft_config.ensure_weight_tying = True
+    elif model.get_output_embeddings() is not None:
+        modules.append(names[id(model.get_output_embeddings())])
+    peft_config.modules_to_save = modules
     return peft_config

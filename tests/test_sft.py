@@ -91,3 +91,31 @@ def test_residual_dropout_only_in_training(small_tokenizer):
     model.train()
     torch.manual_seed(0)
     assert not torch.allclose(model(ids).logits, ref)
+
+
+def test_lora_trains_adapters_and_sid_embeddings(small_data, small_tokenizer, tiny_model, tmp_path):
+    from trl import ModelConfig
+
+    from sidrec.modeling import lora_config_for_sids
+
+    model_args = ModelConfig(use_peft=True, lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"])
+    peft_config = lora_config_for_sids(model_args, tiny_model)
+    assert peft_config.modules_to_save == ["embed_tokens"] and peft_config.ensure_weight_tying
+    base = tiny_model.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    trainer = SFTTrainer(
+        model=tiny_model,
+        args=sft_args(tmp_path),
+        train_dataset=train_dataset(small_data, small_tokenizer),
+        processing_class=small_tokenizer,
+        peft_config=peft_config,
+    )
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    changed = {n for n, b in before.items() if not torch.equal(b, after[n].detach())}
+    assert any("lora_B" in n for n in changed)
+    assert any("embed_tokens.modules_to_save" in n for n in changed)
+    # the tied LM head is the trained embedding copy, and the base weights stay frozen
+    head, emb = trainer.model.get_output_embeddings(), trainer.model.get_input_embeddings()
+    assert head.weight.data_ptr() == emb.weight.data_ptr()
+    assert torch.equal(base, trainer.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight)
