@@ -1,4 +1,4 @@
-# sidrec: `make install`, then `make demo` (synthetic data -> SFT -> 50-beam constrained eval) and `make test`.
+# sidrec: `make install`, then `make demo` (synthetic data -> SFT -> eval -> GRPO -> eval) and `make test`.
 PYTHON ?= python
 ACCELERATE ?= accelerate launch --config_file accelerate_configs/cpu.yaml
 DEMO_DATA ?= data/synthetic
@@ -26,6 +26,10 @@ demo-data:
 demo: demo-data
 	$(ACCELERATE) recipes/sft.py --config recipes/demo/sft.yaml
 	$(ACCELERATE) recipes/evaluate.py --config recipes/demo/eval.yaml
+	$(ACCELERATE) recipes/grpo.py --config recipes/demo/grpo.yaml
+	$(ACCELERATE) recipes/evaluate.py --config recipes/demo/eval_grpo.yaml
+	@$(PYTHON) -m sidrec.report SFT=outputs/demo/eval/metrics.json GRPO=outputs/demo/eval_grpo/metrics.json
+	@echo outputs/demo/eval_grpo/metrics.json
 
 clean:
 	rm -rf outputs

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trl import SFTConfig
+from trl import GRPOConfig, SFTConfig
 
 from sidrec.data.prompts import TASKS
 from sidrec.metrics import DEFAULT_KS
+from sidrec.rewards import PRESETS, REWARDS
 from sidrec.utils import UserError
 
 
@@ -111,6 +112,46 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
             self.save_strategy = self.eval_strategy
             if str(self.eval_strategy).endswith("steps"):
                 self.save_steps = self.eval_steps
+        self._check_sidrec_fields()
+        super().__post_init__()
+
+
+@dataclass
+class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
+    """`trl.GRPOConfig` plus the RL prompt mix, the rewards by name and the rollout mode."""
+
+    rl_tasks: list[str] = field(
+        default_factory=lambda: ["sid_seq"],
+        metadata={
+            "help": f"RL prompt tasks (completions must be SIDs): any of {['sid_seq', 'title_seq2sid', 'item_alignment']}."
+        },
+    )
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["ranking"],
+        metadata={
+            "help": f"Rewards by name, any of {sorted(REWARDS)}, or a preset {sorted(PRESETS)} (ranking = rule + ndcg_rule)."
+        },
+    )
+    beam_search: bool = field(
+        default=True,
+        metadata={"help": "Rollouts are the top-G constrained beams (True) or G constrained samples (False)."},
+    )
+    rollout_batch_size: int = field(default=8, metadata={"help": "Unique prompts per generate call in rollouts."})
+    max_prompt_tokens: int = field(
+        default=512, metadata={"help": "Prompt token budget; the oldest history items are dropped to fit."}
+    )
+
+    def __post_init__(self):
+        from sidrec.rewards import get_reward_funcs
+
+        bad = [t for t in self.rl_tasks if t not in ("sid_seq", "title_seq2sid", "item_alignment")]
+        if bad or not self.rl_tasks:
+            raise UserError(
+                f"rl_tasks {self.rl_tasks}: GRPO prompts must have SID answers: sid_seq, title_seq2sid, item_alignment"
+            )
+        get_reward_funcs(self.reward_funcs)  # unknown names fail at launch
+        if self.rollout_batch_size < 1:
+            raise UserError("rollout_batch_size must be positive")
         self._check_sidrec_fields()
         super().__post_init__()
 

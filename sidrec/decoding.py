@@ -47,6 +47,7 @@ class RankedItems:
     sids: list[list[str]] = field(default_factory=list)
     scores: list[list[float]] = field(default_factory=list)
     invalid: int = 0
+    indices: list[list[int]] = field(default_factory=list)  # rows of SidTrie.sid_token_ids, same order as `sids`
 
 
 def sequences_to_sids(trie: SidTrie, completions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,18 +115,14 @@ def rank_items(
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     out_sids: list[list[str]] = [[] for _ in prompts]
     out_scores: list[list[float]] = [[] for _ in prompts]
+    out_index: list[list[int]] = [[] for _ in prompts]
     invalid = 0
     was_training = model.training
     model.eval()
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in tqdm(batches, desc=f"beam search ({num_beams} beams)", disable=not show_progress):
-        width = max(len(encoded[i]) for i in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids = encoded[i]
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention_mask[row, width - len(ids) :] = 1
+        input_ids, attention_mask = _left_pad([encoded[i] for i in batch], pad_id)
+        width = input_ids.shape[1]
         out = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
@@ -150,7 +147,62 @@ def rank_items(
                     seen.add(sid)
                     out_sids[i].append(trie.sid_strings[sid])
                     out_scores[i].append(scores[row][beam])
+                    out_index[i].append(sid)
     model.train(was_training)
     if invalid:
         logger.warning("%d beams were not catalog SIDs (this should never happen with the constraint)", invalid)
-    return RankedItems(out_sids, out_scores, invalid)
+    return RankedItems(out_sids, out_scores, invalid, out_index)
+
+
+def _left_pad(encoded: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention_mask[row, width - len(ids) :] = 1
+    return input_ids, attention_mask
+
+
+@torch.no_grad()
+def sample_items(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    trie: SidTrie,
+    num_samples: int,
+    temperature: float = 1.0,
+    batch_size: int = 8,
+) -> list[list[int]]:
+    """Draw ``num_samples`` SIDs per prompt by constrained sampling (repeats possible); returns SID indices."""
+    device = next(model.parameters()).device
+    trie = trie.to(device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else trie.eos_token_id
+    gen_config = GenerationConfig(
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        num_return_sequences=num_samples,
+        max_new_tokens=trie.sid_length + 1,
+        eos_token_id=trie.eos_token_id,
+        pad_token_id=pad_id,
+    )
+    encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    out: list[list[int]] = []
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(encoded), batch_size):
+        input_ids, attention_mask = _left_pad(encoded[start : start + batch_size], pad_id)
+        seqs = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            generation_config=gen_config,
+            logits_processor=LogitsProcessorList([SidConstrainedLogitsProcessor(trie, input_ids.shape[1])]),
+        )
+        index, valid = sequences_to_sids(trie, seqs[:, input_ids.shape[1] :])
+        if not bool(valid.all()):
+            raise RuntimeError("constrained sampling produced a non-catalog SID")
+        out.extend(index.view(-1, num_samples).tolist())
+    model.train(was_training)
+    return out

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from trl import ModelConfig, TrlParser
 
-from sidrec.configs import EvalConfig, SidrecScriptArguments, SidrecSFTConfig
+from sidrec.configs import EvalConfig, SidrecGRPOConfig, SidrecScriptArguments, SidrecSFTConfig
 from sidrec.utils import UserError, parse_config
 
 from .conftest import REPO
@@ -19,6 +19,8 @@ from .conftest import REPO
 PARSERS = {
     "sft.yaml": (SidrecScriptArguments, SidrecSFTConfig, ModelConfig),
     "eval.yaml": (SidrecScriptArguments, EvalConfig, ModelConfig),
+    "eval_grpo.yaml": (SidrecScriptArguments, EvalConfig, ModelConfig),
+    "grpo.yaml": (SidrecScriptArguments, SidrecGRPOConfig, ModelConfig),
 }
 YAMLS = sorted(glob.glob(os.path.join(REPO, "recipes", "**", "*.yaml"), recursive=True))
 
@@ -46,6 +48,18 @@ def test_reference_sft_recipe_values():
     assert cfg.learning_rate == 3e-4 and cfg.lr_scheduler_type == "cosine" and cfg.warmup_steps > 0
     assert cfg.num_train_epochs == 10 and cfg.early_stopping_patience == 3 and cfg.max_length == 512
     assert model.model_name_or_path == "Qwen/Qwen2.5-1.5B-Instruct"
+
+
+def test_reference_grpo_recipe_values():
+    path = os.path.join(REPO, "recipes/industrial/qwen2.5-1.5b/grpo.yaml")
+    raw = yaml.safe_load(open(path))
+    _, cfg, _ = parse(path, "--bf16", "false")
+    assert raw["bf16"] is True
+    assert cfg.per_device_train_batch_size == 64 and cfg.gradient_accumulation_steps == 4
+    assert cfg.learning_rate == 1e-5 and cfg.lr_scheduler_type == "cosine" and cfg.warmup_steps > 0
+    assert cfg.num_generations == 16 and cfg.beta == 1e-3 and cfg.temperature == 1.0
+    assert cfg.reward_funcs == ["rule", "ndcg_rule"] and cfg.beam_search and cfg.sync_ref_model
+    assert cfg.num_train_epochs == 2 and cfg.max_completion_length == 4
 
 
 def test_unknown_yaml_key_fails(tmp_path):
@@ -131,6 +145,33 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
     preds = [json.loads(line) for line in open(os.path.join(eval_dir, "predictions.jsonl"))]
     assert len(preds) == 12 and all(len(p["predictions"]) == 20 for p in preds)
 
+    # GRPO from the SFT checkpoint, a few steps
+    grpo_dir = str(tmp_path / "grpo")
+    r = run(
+        "recipes/grpo.py",
+        "--config",
+        "recipes/demo/grpo.yaml",
+        "--data_dir",
+        small_data_dir,
+        "--model_name_or_path",
+        sft_dir,
+        "--output_dir",
+        grpo_dir,
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "8",
+        "--num_generations",
+        "4",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.load(open(os.path.join(grpo_dir, "run_summary.json")))
+    assert (
+        summary["status"] == "ok"
+        and summary["stage"] == "grpo"
+        and summary["metrics"]["last_logged_reward"] is not None
+    )
+
     # a second eval into the same (now non-empty) folder is refused without overwrite, and nothing is lost
     r = run(
         "recipes/evaluate.py",
@@ -169,6 +210,31 @@ def test_sft_bad_input_is_one_line_no_traceback(tmp_path, args, message, small_d
         *args,
     )
     assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max_completion_length", "8"], "max_completion_length must be the SID length + EOS = 4"),
+        (["--reward_funcs", "rule", "bogus"], "unknown reward"),
+        (["--num_generations", "64", "--per_device_train_batch_size", "64"], "larger than the catalog's 48"),
+    ],
+)
+def test_grpo_bad_input_is_one_line_no_traceback(tmp_path, args, message, small_data_dir):
+    r = run(
+        "recipes/grpo.py",
+        "--config",
+        "recipes/demo/grpo.yaml",
+        "--data_dir",
+        small_data_dir,
+        "--output_dir",
+        str(tmp_path / "o"),
+        "--model_name_or_path",
+        str(tmp_path / "unused"),
+        *args,
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
     assert message in r.stderr and "Traceback" not in r.stderr
 
 

@@ -1,0 +1,104 @@
+"""GRPO from an SFT checkpoint: constrained beam-search rollouts, rule + NDCG rewards, KL to a synced reference.
+
+    accelerate launch recipes/grpo.py --config recipes/demo/grpo.yaml
+    accelerate launch recipes/grpo.py --config recipes/industrial/tiny-cpu/grpo.yaml --model_name_or_path <sft dir>
+
+YAML gives defaults, CLI flags override; unknown keys fail at launch. Add --debug for tracebacks on input errors.
+"""
+
+import logging
+
+from accelerate import PartialState
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, set_seed
+from trl import ModelConfig, TrlParser
+
+from sidrec.configs import SidrecGRPOConfig, SidrecScriptArguments
+from sidrec.data import build_tasks, fit_to_length, load_dataset
+from sidrec.modeling import check_sid_tokens, load_tokenizer
+from sidrec.rewards import get_reward_funcs
+from sidrec.trainers import SidGRPOTrainer, check_group_layout
+from sidrec.utils import RunSummary, UserError, check_output_dir, parse_config, run_main
+
+logger = logging.getLogger("sidrec.grpo")
+
+
+def main():
+    script_args, training_args, model_args = parse_config(
+        TrlParser((SidrecScriptArguments, SidrecGRPOConfig, ModelConfig))
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state = PartialState()
+    if not model_args.model_name_or_path:
+        raise UserError(
+            "set model_name_or_path to the SFT checkpoint to start from (TRL reloads the reference from it)"
+        )
+    resume = training_args.resume_from_checkpoint
+    check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resume=bool(resume))
+    summary = RunSummary(
+        training_args.output_dir, "grpo", (script_args, training_args, model_args), training_args.seed
+    )
+    try:
+        # Data, checkpoint and layout checks before the model is loaded.
+        with summary.timed("load_data"):
+            data = load_dataset(
+                script_args.data_dir, script_args.category, ("train",), {"train": script_args.max_train_rows}
+            )
+            summary.add_data_files(data.paths.all_files())
+            catalog = data.catalog
+            if training_args.max_completion_length != catalog.sid_length + 1:
+                raise UserError(
+                    f"max_completion_length must be the SID length + EOS = {catalog.sid_length + 1}, "
+                    f"got {training_args.max_completion_length}"
+                )
+            check_group_layout(training_args, len(catalog.vocab))
+            tokenizer = load_tokenizer(model_args.model_name_or_path)
+            check_sid_tokens(tokenizer, catalog.vocab, model_args.model_name_or_path)
+            examples = build_tasks(training_args.rl_tasks, data.splits["train"], catalog, data.paths.splits["train"])
+            examples = [ex for ex in examples if ex.completion == ex.target_sid]  # SID answers only
+            records = fit_to_length(examples, tokenizer, training_args.max_prompt_tokens)
+            train_ds = Dataset.from_dict(
+                {"prompt": [r["prompt"] for r in records], "target_sid": [r["target_sid"] for r in records]}
+            )
+        logger.info(
+            "RL prompts: %d (tasks %s), rewards %s", len(train_ds), training_args.rl_tasks, training_args.reward_funcs
+        )
+
+        set_seed(training_args.seed)
+        with summary.timed("build_model"):
+            model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path)
+            trainer = SidGRPOTrainer(
+                model=model,
+                reward_funcs=get_reward_funcs(training_args.reward_funcs),
+                args=training_args,
+                train_dataset=train_ds,
+                processing_class=tokenizer,
+                sid_trie=catalog.vocab.compile(tokenizer),
+                beam_search=training_args.beam_search,
+                rollout_batch_size=training_args.rollout_batch_size,
+            )
+
+        # Train, save.
+        with summary.timed("train"):
+            result = trainer.train(resume_from_checkpoint=resume)
+        trainer.save_model(training_args.output_dir)
+
+        if state.is_main_process:
+            history = [h for h in trainer.state.log_history if "reward" in h]
+            summary.data["metrics"] = {
+                **result.metrics,
+                "num_prompts": len(train_ds),
+                "first_logged_reward": history[0]["reward"] if history else None,
+                "last_logged_reward": history[-1]["reward"] if history else None,
+            }
+            summary.data["outputs"] = [training_args.output_dir]
+            summary.write("ok")
+            print(f"model saved to {training_args.output_dir}")
+    except BaseException as e:
+        if state.is_main_process:
+            summary.write("failed", error=f"{type(e).__name__}: {e}")
+        raise
+
+
+if __name__ == "__main__":
+    run_main(main)

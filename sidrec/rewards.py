@@ -1,0 +1,103 @@
+"""GRPO rewards, looked up by name. Each is a pure function with TRL's reward signature and a stable ``__name__``.
+
+TRL calls ``reward(prompts=..., completions=..., completion_ids=..., **columns)`` where ``columns`` holds the
+dataset's columns (here ``target_sid``) and the rollout's extra fields (here ``beam_rank``). Completions are compared
+as normalised SID strings (the SID tokens found in the decoded text), never as raw text.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+from sidrec.sid import SID_TOKEN_RE
+from sidrec.utils import UserError
+
+REWARDS: dict[str, Callable[..., list[float]]] = {}
+PRESETS = {"ranking": ["rule", "ndcg_rule"], "rule": ["rule"]}
+
+
+def register(name: str):
+    def wrap(fn):
+        fn.__name__ = name
+        REWARDS[name] = fn
+        return fn
+
+    return wrap
+
+
+def normalize_sid(text: str) -> str:
+    """The SID written in a completion: its SID tokens joined, whitespace and special tokens ignored.
+
+    Example:
+        >>> normalize_sid(" <a_1><b_2> <c_3>\\n")
+        '<a_1><b_2><c_3>'
+    """
+    return "".join(SID_TOKEN_RE.findall(text))
+
+
+def _hits(completions: Sequence[str], target_sid: Sequence[str]) -> list[bool]:
+    return [normalize_sid(c) == t for c, t in zip(completions, target_sid, strict=True)]
+
+
+@register("rule")
+def rule_reward(completions: Sequence[str], target_sid: Sequence[str], **kwargs) -> list[float]:
+    """1.0 when the completion is the target item's SID, else 0.0.
+
+    Example:
+        >>> rule_reward(["<a_1><b_2>", "<a_1><b_3>"], ["<a_1><b_2>", "<a_1><b_2>"])
+        [1.0, 0.0]
+    """
+    return [1.0 if hit else 0.0 for hit in _hits(completions, target_sid)]
+
+
+def ndcg_penalties(group_size: int) -> list[float]:
+    """MiniOneRec's rank penalties: ``-1/log2(i+2)`` for beam rank i, scaled so their absolute values sum to 1.
+
+    Example:
+        >>> [round(p, 4) for p in ndcg_penalties(2)]
+        [-0.6131, -0.3869]
+    """
+    raw = [1.0 / math.log2(i + 2) for i in range(group_size)]
+    total = sum(raw)
+    return [-r / total for r in raw]
+
+
+@register("ndcg_rule")
+def ndcg_rule_reward(
+    completions: Sequence[str], target_sid: Sequence[str], beam_rank: Sequence[int], **kwargs
+) -> list[float]:
+    """Rank-aware penalty: in a group that contains the target, a wrong completion at beam rank i gets
+    ``ndcg_penalties(G)[i]`` and the correct one 0; a group without the target gets all zeros.
+
+    Groups are the runs of consecutive completions whose ``beam_rank`` restarts at 0.
+
+    Example:
+        >>> r = ndcg_rule_reward(["x", "<a_1>", "y", "z"], ["<a_1>"] * 4, beam_rank=[0, 1, 0, 1])
+        >>> [round(v, 4) for v in r]
+        [-0.6131, 0.0, 0.0, 0.0]
+    """
+    hits = _hits(completions, target_sid)
+    ranks = list(beam_rank)
+    starts = [i for i, r in enumerate(ranks) if r == 0] + [len(ranks)]
+    if not ranks or starts[0] != 0:
+        raise ValueError("beam_rank must start each group at 0")
+    out = [0.0] * len(ranks)
+    for lo, hi in itertools.pairwise(starts):
+        if any(hits[lo:hi]):
+            penalties = ndcg_penalties(hi - lo)
+            for i in range(lo, hi):
+                out[i] = 0.0 if hits[i] else penalties[ranks[i]]
+    return out
+
+
+def get_reward_funcs(names: Sequence[str]) -> list[Callable[..., list[float]]]:
+    """The reward functions for ``names`` (a preset name such as ``ranking`` expands to its members)."""
+    expanded: list[str] = []
+    for name in names:
+        expanded.extend(PRESETS.get(name, [name]))
+    unknown = [n for n in expanded if n not in REWARDS]
+    if unknown or not expanded:
+        raise UserError(f"unknown reward(s) {unknown or names}; known: {sorted(REWARDS)}, presets: {sorted(PRESETS)}")
+    return [REWARDS[n] for n in dict.fromkeys(expanded)]

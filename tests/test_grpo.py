@@ -1,0 +1,124 @@
+import inspect
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import GRPOTrainer
+
+from sidrec.configs import SidrecGRPOConfig
+from sidrec.data.prompts import build_sid_seq, fit_to_length
+from sidrec.modeling import build_tiny_model
+from sidrec.rewards import get_reward_funcs
+from sidrec.trainers import SidGRPOTrainer
+from sidrec.utils import UserError
+
+
+def test_trl_rollout_hook_exists():
+    # We rely on TRL's rollout_func (and on it passing extra fields to rewards): fail loudly if TRL changes it.
+    assert "rollout_func" in inspect.signature(GRPOTrainer.__init__).parameters
+    assert "extra_fields" in inspect.getsource(GRPOTrainer._generate_and_score_completions)
+
+
+@pytest.fixture()
+def sft_checkpoint(small_tokenizer, tmp_path):
+    model = build_tiny_model(
+        small_tokenizer, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64
+    )
+    path = str(tmp_path / "sft")
+    model.save_pretrained(path)
+    small_tokenizer.save_pretrained(path)
+    return path
+
+
+def grpo_args(tmp_path, **kw):
+    base = {
+        "output_dir": str(tmp_path / "grpo"),
+        "max_steps": 1,
+        "per_device_train_batch_size": 8,
+        "num_generations": 4,
+        "max_completion_length": 4,
+        "learning_rate": 1e-2,
+        "beta": 0.1,
+        "sync_ref_model": True,
+        "ref_model_sync_steps": 1,
+        "ref_model_mixup_alpha": 0.5,
+        "bf16": False,
+        "use_cpu": True,
+        "report_to": [],
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "seed": 0,
+    }
+    base.update(kw)
+    return SidrecGRPOConfig(**base)
+
+
+def dataset(data, tok):
+    records = fit_to_length(build_sid_seq(data.splits["train"][:16]), tok, 256)
+    return Dataset.from_dict(
+        {"prompt": [r["prompt"] for r in records], "target_sid": [r["target_sid"] for r in records]}
+    )
+
+
+@pytest.mark.parametrize("beam_search", [True, False])
+def test_few_step_grpo(small_data, small_tokenizer, sft_checkpoint, tmp_path, beam_search):
+    seen = []
+
+    def recorder(completions, target_sid, beam_rank, **kw):
+        seen.append((list(completions), list(beam_rank)))
+        return [1.0 if r == 0 else 0.0 for r in beam_rank]  # a signal, so advantages (and the update) are non-zero
+
+    recorder.__name__ = "recorder"
+    trie = small_data.catalog.vocab.compile(small_tokenizer)
+    trainer = SidGRPOTrainer(
+        model=sft_checkpoint,
+        reward_funcs=[*get_reward_funcs(["ranking"]), recorder],
+        args=grpo_args(tmp_path),
+        train_dataset=dataset(small_data, small_tokenizer),
+        processing_class=small_tokenizer,
+        sid_trie=trie,
+        beam_search=beam_search,
+    )
+    policy0 = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    ref0 = {n: p.detach().clone() for n, p in trainer.ref_model.named_parameters()}
+    trainer.train()
+
+    # rollouts: every completion a catalog SID; beams distinct within a group and ranked 0..G-1
+    valid = set(small_data.catalog.vocab.strings())
+    completions, ranks = seen[0]
+    assert len(completions) == 8 and ranks == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert set(completions) <= valid
+    if beam_search:
+        assert len(set(completions[:4])) == 4 and len(set(completions[4:])) == 4
+
+    # the policy moved, and the reference was synced by the mixup rule: ref = a * policy + (1 - a) * ref
+    policy = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(policy0[n], p.detach()) for n, p in policy.items())
+    for n, r in trainer.ref_model.named_parameters():
+        assert torch.allclose(r.detach(), 0.5 * policy[n].detach() + 0.5 * ref0[n], atol=1e-6), n
+
+
+def test_group_guards(small_data, small_tokenizer, sft_checkpoint, tmp_path):
+    trie = small_data.catalog.vocab.compile(small_tokenizer)
+    kwargs = {
+        "model": sft_checkpoint,
+        "reward_funcs": get_reward_funcs(["rule"]),
+        "train_dataset": dataset(small_data, small_tokenizer),
+        "processing_class": small_tokenizer,
+        "sid_trie": trie,
+    }
+    with pytest.raises(UserError, match="larger than the catalog's 48"):
+        SidGRPOTrainer(args=grpo_args(tmp_path, num_generations=64, per_device_train_batch_size=64), **kwargs)
+
+
+def test_group_must_not_span_processes():
+    from types import SimpleNamespace
+
+    from sidrec.trainers import check_group_layout
+
+    # 2 processes x 2 prompts each = 4 = G passes TRL's global check, but each group would span two processes
+    with pytest.raises(UserError, match="must divide the per-process generation batch"):
+        check_group_layout(
+            SimpleNamespace(num_generations=4, per_device_train_batch_size=2, steps_per_generation=1), 48
+        )
+    check_group_layout(SimpleNamespace(num_generations=4, per_device_train_batch_size=2, steps_per_generation=2), 48)
