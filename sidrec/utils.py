@@ -125,6 +125,30 @@ def redact(obj):
     return obj
 
 
+def redact_argv(argv: list[str]) -> list[str]:
+    """Command-line words with the values of secret-looking flags replaced.
+
+    Example:
+        >>> redact_argv(["sft.py", "--hub_token", "hf_x", "--lr", "1", "--wandb_api_key=abc"])
+        ['sft.py', '--hub_token', '<redacted>', '--lr', '1', '--wandb_api_key=<redacted>']
+    """
+    out: list[str] = []
+    hide_next = False
+    for word in argv:
+        if hide_next:
+            out.append("<redacted>")
+            hide_next = False
+            continue
+        flag, eq, _ = word.partition("=")
+        secret = word.startswith("--") and any(m in flag.lower() for m in _SECRET_MARKERS)
+        if secret and eq:
+            out.append(f"{flag}=<redacted>")
+        else:
+            out.append(word)
+            hide_next = secret
+    return out
+
+
 def config_dict(*configs) -> dict:
     out = {}
     for cfg in configs:
@@ -145,7 +169,7 @@ class RunSummary:
             "stage": stage,
             "status": "running",
             "seed": seed,
-            "command": " ".join(sys.argv),
+            "command": " ".join(redact_argv(sys.argv)),
             "config": config_dict(*configs),
             "versions": versions(),
             "git": git_state(),

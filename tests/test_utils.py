@@ -1,0 +1,40 @@
+import json
+import os
+
+import pytest
+
+from sidrec.utils import atomic_dir, atomic_write_json, redact
+
+
+def test_summary_redacts_secrets():
+    cfg = {"TrainingArguments": {"hub_token": "hf_secret", "learning_rate": 1.0, "nested": [{"api_key": "k"}]}}
+    out = redact(cfg)
+    assert out["TrainingArguments"]["hub_token"] == "<redacted>" and out["TrainingArguments"]["learning_rate"] == 1.0
+    assert out["TrainingArguments"]["nested"][0]["api_key"] == "<redacted>"
+    assert "hf_secret" not in str(out)
+
+
+def test_atomic_write_keeps_old_file_on_crash(tmp_path, monkeypatch):
+    path = str(tmp_path / "metrics.json")
+    atomic_write_json(path, {"HR@10": 0.5})
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_json(path, {"HR@10": 0.9})
+    assert json.load(open(path)) == {"HR@10": 0.5}
+    assert os.listdir(tmp_path) == ["metrics.json"]  # no temp file left behind
+
+
+def test_atomic_dir_appears_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(str(target)) as tmp:
+            open(os.path.join(tmp, "a"), "w").write("x")
+            raise RuntimeError("interrupted")
+    assert not target.exists() and os.listdir(tmp_path) == []
+    with atomic_dir(str(target)) as tmp:
+        open(os.path.join(tmp, "a"), "w").write("x")
+    assert os.listdir(target) == ["a"]
