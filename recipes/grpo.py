@@ -15,7 +15,7 @@ from trl import ModelConfig, TrlParser
 
 from sidrec.configs import SidrecGRPOConfig, SidrecScriptArguments
 from sidrec.data import build_tasks, fit_to_length, load_dataset
-from sidrec.modeling import check_sid_tokens, load_tokenizer
+from sidrec.modeling import check_sid_tokens, disable_attention_dropout, load_tokenizer
 from sidrec.rewards import get_reward_funcs
 from sidrec.trainers import SidGRPOTrainer, check_group_layout
 from sidrec.utils import RunSummary, UserError, check_output_dir, parse_config, run_main
@@ -67,6 +67,8 @@ def main():
         set_seed(training_args.seed)
         with summary.timed("build_model"):
             model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path)
+            if training_args.disable_dropout:
+                disable_attention_dropout(model)
             trainer = SidGRPOTrainer(
                 model=model,
                 reward_funcs=get_reward_funcs(training_args.reward_funcs),

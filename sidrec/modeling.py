@@ -132,6 +132,17 @@ def add_residual_dropout(model, p: float) -> None:
         layer.mlp.down_proj.register_forward_hook(hook)
 
 
+def disable_attention_dropout(model) -> int:
+    """Zero attention-probability dropout, which HF attention modules keep as a float (``attention_dropout``) rather
+    than an ``nn.Dropout`` (so TRL's ``disable_dropout`` misses it). Returns the number of modules changed."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(getattr(module, "attention_dropout", None), float) and module.attention_dropout:
+            module.attention_dropout = 0.0
+            changed += 1
+    return changed
+
+
 def load_pretrained_with_sids(path: str, tokenizer, sid_vocab: SidVocab, **model_kwargs):
     """Load a pretrained causal LM, add the SID tokens to its tokenizer and resize the embeddings (mean-initialised)."""
     model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)

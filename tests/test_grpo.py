@@ -122,3 +122,13 @@ def test_group_must_not_span_processes():
             SimpleNamespace(num_generations=4, per_device_train_batch_size=2, steps_per_generation=1), 48
         )
     check_group_layout(SimpleNamespace(num_generations=4, per_device_train_batch_size=2, steps_per_generation=2), 48)
+
+
+def test_disable_attention_dropout(small_tokenizer):
+    from sidrec.modeling import disable_attention_dropout
+
+    model = build_tiny_model(small_tokenizer, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64, attention_dropout=0.5)
+    model.train()
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    assert disable_attention_dropout(model) == 2
+    assert torch.equal(model(ids).logits, model(ids).logits)  # deterministic in train mode now
