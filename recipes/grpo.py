@@ -18,7 +18,7 @@ from sidrec.data import build_tasks, fit_to_length, load_dataset
 from sidrec.modeling import check_sid_tokens, disable_attention_dropout, load_tokenizer
 from sidrec.rewards import get_reward_funcs
 from sidrec.trainers import SidGRPOTrainer, check_group_layout
-from sidrec.utils import RunSummary, UserError, check_output_dir, parse_config, run_main
+from sidrec.utils import RunSummary, UserError, check_output_dir, parse_config, resume_arg, run_main
 
 logger = logging.getLogger("sidrec.grpo")
 
@@ -33,7 +33,7 @@ def main():
         raise UserError(
             "set model_name_or_path to the SFT checkpoint to start from (TRL reloads the reference from it)"
         )
-    resume = training_args.resume_from_checkpoint
+    resume = resume_arg(training_args.resume_from_checkpoint)
     check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resume=bool(resume))
     summary = RunSummary(
         training_args.output_dir, "grpo", (script_args, training_args, model_args), training_args.seed

@@ -16,7 +16,7 @@ from sidrec.configs import SidrecScriptArguments, SidrecSFTConfig
 from sidrec.data import build_tasks, fit_to_length, load_dataset
 from sidrec.data.prompts import build_sid_seq, to_hf_dataset
 from sidrec.modeling import lora_config_for_sids, prepare_sft_model
-from sidrec.utils import RunSummary, check_output_dir, parse_config, run_main
+from sidrec.utils import RunSummary, check_output_dir, parse_config, resume_arg, run_main
 
 logger = logging.getLogger("sidrec.sft")
 
@@ -27,7 +27,7 @@ def main():
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     state = PartialState()
-    resume = training_args.resume_from_checkpoint
+    resume = resume_arg(training_args.resume_from_checkpoint)
     check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resume=bool(resume))
     summary = RunSummary(training_args.output_dir, "sft", (script_args, training_args, model_args), training_args.seed)
     try:

@@ -30,16 +30,56 @@ def metrics_table(rows: Mapping[str, Mapping]) -> str:
     return "\n".join(lines)
 
 
+def per_level_tables(per_level: Mapping) -> str:
+    """Markdown tables of the per-level analysis in metrics.json (independent, cumulative, top-1 drop-off).
+
+    Example:
+        >>> pl = {"independent": {"level_1": {"1": 0.5}, "exact": {"1": 0.25}}, "cumulative": {"L1": {"1": 0.5}},
+        ...       "top1_dropoff": {"L1_accuracy": 0.5, "L1->L1+L2_retention": None}}
+        >>> print(per_level_tables(pl))
+        | independent | K=1 |
+        | --- | --- |
+        | level_1 | 0.5000 |
+        | exact | 0.2500 |
+        <BLANKLINE>
+        | cumulative | K=1 |
+        | --- | --- |
+        | L1 | 0.5000 |
+        <BLANKLINE>
+        | top-1 drop-off | value |
+        | --- | --- |
+        | L1_accuracy | 0.5000 |
+        | L1->L1+L2_retention | - |
+    """
+    out = []
+    for name in ("independent", "cumulative"):
+        table = per_level[name]
+        ks = list(next(iter(table.values())))
+        lines = [f"| {name} | " + " | ".join(f"K={k}" for k in ks) + " |", "| --- |" + " --- |" * len(ks)]
+        lines += [f"| {row} | " + " | ".join(f"{vals[k]:.4f}" for k in ks) + " |" for row, vals in table.items()]
+        out.append("\n".join(lines))
+    drop = ["| top-1 drop-off | value |", "| --- | --- |"]
+    drop += [f"| {k} | {'-' if v is None else f'{v:.4f}'} |" for k, v in per_level["top1_dropoff"].items()]
+    out.append("\n".join(drop))
+    return "\n\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    per_level = "--per-level" in args
+    if per_level:
+        args.remove("--per-level")
     if not args:
-        raise SystemExit("usage: python -m sidrec.report NAME=metrics.json [NAME=metrics.json ...]")
+        raise SystemExit("usage: python -m sidrec.report [--per-level] NAME=metrics.json [NAME=metrics.json ...]")
     rows = {}
     for arg in args:
         name, _, path = arg.partition("=")
         with open(path) as f:
             rows[name] = json.load(f)
     print(metrics_table(rows))
+    if per_level:
+        for name, m in rows.items():
+            print(f"\n**{name}**\n\n{per_level_tables(m['per_level'])}")
 
 
 if __name__ == "__main__":

@@ -222,6 +222,18 @@ def parse_config(parser, args: list[str] | None = None):
         raise UserError(str(e)) from None
 
 
+def resume_arg(value):
+    """``resume_from_checkpoint`` as the Trainer wants it: True (latest checkpoint in output_dir), a path, or None.
+
+    Example:
+        >>> resume_arg("true"), resume_arg("False"), resume_arg("ckpt/checkpoint-10"), resume_arg(None)
+        (True, None, 'ckpt/checkpoint-10', None)
+    """
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return True if value.lower() == "true" else None
+    return value or None
+
+
 def check_output_dir(output_dir: str, overwrite: bool, resume: bool = False) -> None:
     """Refuse to write into a non-empty output_dir of an earlier run unless asked to overwrite or resume."""
     if os.path.isdir(output_dir) and os.listdir(output_dir) and not (overwrite or resume):

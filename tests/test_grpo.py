@@ -127,7 +127,15 @@ def test_group_must_not_span_processes():
 def test_disable_attention_dropout(small_tokenizer):
     from sidrec.modeling import disable_attention_dropout
 
-    model = build_tiny_model(small_tokenizer, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64, attention_dropout=0.5)
+    model = build_tiny_model(
+        small_tokenizer,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        num_kv_heads=1,
+        intermediate_size=64,
+        attention_dropout=0.5,
+    )
     model.train()
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     assert disable_attention_dropout(model) == 2

@@ -54,3 +54,13 @@ def test_compute_metrics_keys_and_k_filter():
 def test_mismatched_lengths_raise():
     with pytest.raises(ValueError):
         hr_ndcg([["a"]], ["a", "b"])
+
+
+def test_report_table_uses_common_ks():
+    from sidrec.report import metrics_table
+
+    a = {"HR@1": 0.1, "HR@10": 0.2, "NDCG@1": 0.1, "NDCG@10": 0.15, "invalid": 0}
+    b = {"HR@1": 0.3, "NDCG@1": 0.3, "invalid": 0}
+    table = metrics_table({"SFT": a, "RL": b})
+    assert table.splitlines()[0] == "| stage | HR@1 | NDCG@1 | invalid |"
+    assert table.splitlines()[3] == "| RL | 0.3000 | 0.3000 | 0 |"

@@ -82,6 +82,14 @@ def run(*args, cwd=REPO):
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
 
 
+def recipe(script, config, *extra, **flags):
+    """Run ``recipes/{script}.py --config {config}``, ``--key value`` per keyword flag, then ``extra`` (which wins)."""
+    args = [f"recipes/{script}.py", "--config", config]
+    for key, value in flags.items():
+        args += [f"--{key}", str(value)]
+    return run(*args, *extra)
+
+
 TINY = [
     "--tiny_hidden_size",
     "32",
@@ -99,20 +107,16 @@ TINY = [
 
 
 def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
-    sft_dir, eval_dir = str(tmp_path / "sft"), str(tmp_path / "eval")
-    r = run(
-        "recipes/sft.py",
-        "--config",
+    sft_dir, eval_dir, grpo_dir = str(tmp_path / "sft"), str(tmp_path / "eval"), str(tmp_path / "grpo")
+    data = {"data_dir": small_data_dir}
+    r = recipe(
+        "sft",
         "recipes/demo/sft.yaml",
-        "--data_dir",
-        small_data_dir,
-        "--output_dir",
-        sft_dir,
-        "--num_train_epochs",
-        "2",
-        "--per_device_train_batch_size",
-        "16",
         *TINY,
+        **data,
+        output_dir=sft_dir,
+        num_train_epochs=2,
+        per_device_train_batch_size=16,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.load(open(os.path.join(sft_dir, "run_summary.json")))
@@ -120,21 +124,8 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
     assert set(summary["versions"]) >= {"torch", "transformers", "trl", "accelerate", "sidrec"}
     assert all(len(h) == 64 for h in summary["data_files"].values())
 
-    r = run(
-        "recipes/evaluate.py",
-        "--config",
-        "recipes/demo/eval.yaml",
-        "--data_dir",
-        small_data_dir,
-        "--model_name_or_path",
-        sft_dir,
-        "--output_dir",
-        eval_dir,
-        "--num_beams",
-        "20",
-        "--max_samples",
-        "12",
-    )
+    evaluate = {**data, "model_name_or_path": sft_dir, "output_dir": eval_dir}
+    r = recipe("evaluate", "recipes/demo/eval.yaml", **evaluate, num_beams=20, max_samples=12)
     assert r.returncode == 0, r.stderr[-3000:]
     metrics_path = r.stdout.strip().splitlines()[-1]
     assert metrics_path == os.path.join(eval_dir, "metrics.json")
@@ -146,46 +137,17 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
     assert len(preds) == 12 and all(len(p["predictions"]) == 20 for p in preds)
 
     # GRPO from the SFT checkpoint, a few steps
-    grpo_dir = str(tmp_path / "grpo")
-    r = run(
-        "recipes/grpo.py",
-        "--config",
-        "recipes/demo/grpo.yaml",
-        "--data_dir",
-        small_data_dir,
-        "--model_name_or_path",
-        sft_dir,
-        "--output_dir",
-        grpo_dir,
-        "--max_steps",
-        "2",
-        "--per_device_train_batch_size",
-        "8",
-        "--num_generations",
-        "4",
-    )
+    r = recipe(
+        "grpo", "recipes/demo/grpo.yaml", **data, model_name_or_path=sft_dir, output_dir=grpo_dir,
+        max_steps=2, per_device_train_batch_size=8, num_generations=4,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.load(open(os.path.join(grpo_dir, "run_summary.json")))
-    assert (
-        summary["status"] == "ok"
-        and summary["stage"] == "grpo"
-        and summary["metrics"]["last_logged_reward"] is not None
-    )
+    assert summary["status"] == "ok" and summary["stage"] == "grpo"
+    assert summary["metrics"]["last_logged_reward"] is not None
 
     # a second eval into the same (now non-empty) folder is refused without overwrite, and nothing is lost
-    r = run(
-        "recipes/evaluate.py",
-        "--config",
-        "recipes/demo/eval.yaml",
-        "--data_dir",
-        small_data_dir,
-        "--model_name_or_path",
-        sft_dir,
-        "--output_dir",
-        eval_dir,
-        "--overwrite_output_dir",
-        "false",
-    )
+    r = recipe("evaluate", "recipes/demo/eval.yaml", **evaluate, overwrite_output_dir="false")
     assert r.returncode == 2 and "is not empty" in r.stderr and "Traceback" not in r.stderr
     assert json.load(open(metrics_path)) == metrics
 
@@ -199,16 +161,7 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
     ],
 )
 def test_sft_bad_input_is_one_line_no_traceback(tmp_path, args, message, small_data_dir):
-    r = run(
-        "recipes/sft.py",
-        "--config",
-        "recipes/demo/sft.yaml",
-        "--data_dir",
-        small_data_dir,
-        "--output_dir",
-        str(tmp_path / "o"),
-        *args,
-    )
+    r = recipe("sft", "recipes/demo/sft.yaml", *args, data_dir=small_data_dir, output_dir=tmp_path / "o")
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
 
@@ -222,18 +175,10 @@ def test_sft_bad_input_is_one_line_no_traceback(tmp_path, args, message, small_d
     ],
 )
 def test_grpo_bad_input_is_one_line_no_traceback(tmp_path, args, message, small_data_dir):
-    r = run(
-        "recipes/grpo.py",
-        "--config",
-        "recipes/demo/grpo.yaml",
-        "--data_dir",
-        small_data_dir,
-        "--output_dir",
-        str(tmp_path / "o"),
-        "--model_name_or_path",
-        str(tmp_path / "unused"),
-        *args,
-    )
+    r = recipe(
+        "grpo", "recipes/demo/grpo.yaml", *args,
+        data_dir=small_data_dir, output_dir=tmp_path / "o", model_name_or_path=tmp_path / "unused",
+    )  # fmt: skip
     assert r.returncode == 2, r.stderr[-2000:]
     assert message in r.stderr and "Traceback" not in r.stderr
 
@@ -242,37 +187,19 @@ def test_eval_rejects_checkpoint_without_sid_tokens(tmp_path, small_data_dir):
     from sidrec.data.synthetic import SyntheticConfig, make_synthetic_dataset
 
     # a checkpoint trained on another catalog (different SID codes) lacks this catalog's SID tokens
-    other = make_synthetic_dataset(
-        str(tmp_path / "other"),
-        SyntheticConfig(num_categories=3, subcategories_per_category=2, num_items=48, num_users=30, seed=9),
-    )
+    cfg = SyntheticConfig(num_categories=3, subcategories_per_category=2, num_items=48, num_users=30, seed=9)
+    other = make_synthetic_dataset(str(tmp_path / "other"), cfg)
     sft_dir = str(tmp_path / "sft")
-    r = run(
-        "recipes/sft.py",
-        "--config",
-        "recipes/demo/sft.yaml",
-        "--data_dir",
-        other,
-        "--output_dir",
-        sft_dir,
-        "--max_steps",
-        "1",
-        "--eval_strategy",
-        "no",
-        "--early_stopping_patience",
-        "null",
-        *TINY,
-    )
+    r = recipe(
+        "sft", "recipes/demo/sft.yaml", *TINY, data_dir=other, output_dir=sft_dir, max_steps=1,
+        eval_strategy="no", early_stopping_patience="null",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    r = run(
-        "recipes/evaluate.py",
-        "--config",
+    r = recipe(
+        "evaluate",
         "recipes/demo/eval.yaml",
-        "--data_dir",
-        small_data_dir,
-        "--model_name_or_path",
-        sft_dir,
-        "--output_dir",
-        str(tmp_path / "e"),
+        data_dir=small_data_dir,
+        model_name_or_path=sft_dir,
+        output_dir=tmp_path / "e",
     )
     assert r.returncode == 2 and "lacks" in r.stderr and "SID tokens" in r.stderr
