@@ -148,7 +148,7 @@ def load_catalog(paths: DataPaths) -> Catalog:
     items: dict[str, Item] = {}
     length = None
     for row, (item_id, tokens) in enumerate(index.items(), start=1):
-        where = dict(path=paths.index, row=row, field=f"item {item_id}")
+        where = {"path": paths.index, "row": row, "field": f"item {item_id}"}
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise DataValidationError(message=f"expected a list of SID tokens, got {tokens!r}", **where)
         try:
@@ -238,7 +238,9 @@ def _parse_row(rec: dict, path: str, row: int, catalog: Catalog) -> Interaction:
         if len(values) != len(ids):
             raise DataValidationError(path, f"{len(values)} entries but history_item_id has {len(ids)}", row, name)
     item_id = str(rec["item_id"]).strip()
-    for name, iid, sid in [("item", item_id, rec["item_sid"])] + [("history", i, s) for i, s in zip(ids, sids)]:
+    for name, iid, sid in [("item", item_id, rec["item_sid"])] + [
+        ("history", i, s) for i, s in zip(ids, sids, strict=True)
+    ]:
         id_field, sid_field = ("item_id", "item_sid") if name == "item" else ("history_item_id", "history_item_sid")
         item = catalog.items.get(iid)
         if item is None:
@@ -246,7 +248,9 @@ def _parse_row(rec: dict, path: str, row: int, catalog: Catalog) -> Interaction:
         if item.sid != sid:
             if sid not in catalog.sid_set:
                 raise DataValidationError(path, f"SID {sid!r} is not a catalog SID", row, sid_field)
-            raise DataValidationError(path, f"SID {sid} of item {iid} differs from the index's {item.sid}", row, sid_field)
+            raise DataValidationError(
+                path, f"SID {sid} of item {iid} differs from the index's {item.sid}", row, sid_field
+            )
     return Interaction(
         user_id=str(rec["user_id"]),
         history_item_ids=tuple(ids),

@@ -49,7 +49,9 @@ class PromptExample:
     source: str = ""  # "file, row N" or "item ID", for error messages
 
     def prompt(self, drop: int = 0) -> str:
-        text = self.user_input.replace("{history}", ", ".join(self.history[drop:])) if self.history else self.user_input
+        text = (
+            self.user_input.replace("{history}", ", ".join(self.history[drop:])) if self.history else self.user_input
+        )
         return format_prompt(self.instruction, text)
 
 
@@ -149,7 +151,16 @@ def build_item_alignment(catalog: Catalog, max_description_words: int = 32) -> l
     out: list[PromptExample] = []
     for item in catalog.items.values():
         src = f"item {item.item_id}"
-        out.append(PromptExample("item_alignment", instruction, f"Which item has the title: {item.title}?", item.sid, item.sid, source=src))
+        out.append(
+            PromptExample(
+                "item_alignment",
+                instruction,
+                f"Which item has the title: {item.title}?",
+                item.sid,
+                item.sid,
+                source=src,
+            )
+        )
         desc = clean_description(item.description, max_description_words)
         if desc:
             text = f"An item can be described as follows: {desc} Which item is it describing?"
@@ -159,7 +170,9 @@ def build_item_alignment(catalog: Catalog, max_description_words: int = 32) -> l
             out.append(PromptExample("item_alignment", instruction, text, item.title, item.sid, source=src))
     kept = [ex for ex in out if not leaks_answer(ex)]
     if len(kept) < len(out):
-        logger.info("item_alignment: dropped %d examples whose answer appears in their own input", len(out) - len(kept))
+        logger.info(
+            "item_alignment: dropped %d examples whose answer appears in their own input", len(out) - len(kept)
+        )
     return kept
 
 
@@ -220,7 +233,7 @@ def fit_to_length(examples: Sequence[PromptExample], tokenizer, max_length: int 
     prompts = [ex.prompt() for ex in examples]
     drops = [0] * len(examples)
     if max_length is not None and examples:
-        lengths = _lengths(tokenizer, [p + ex.completion for p, ex in zip(prompts, examples)])
+        lengths = _lengths(tokenizer, [p + ex.completion for p, ex in zip(prompts, examples, strict=True)])
         for i, ex in enumerate(examples):
             while lengths[i] + 1 > max_length:
                 if len(ex.history) - drops[i] <= 1:
@@ -233,10 +246,15 @@ def fit_to_length(examples: Sequence[PromptExample], tokenizer, max_length: int 
                 lengths[i] = _lengths(tokenizer, [prompts[i] + ex.completion])[0]
         trimmed = sum(1 for d in drops if d)
         if trimmed:
-            logger.info("trimmed the oldest history items of %d/%d examples to fit max_length=%d", trimmed, len(examples), max_length)
+            logger.info(
+                "trimmed the oldest history items of %d/%d examples to fit max_length=%d",
+                trimmed,
+                len(examples),
+                max_length,
+            )
     return [
         {"prompt": p, "completion": ex.completion, "task": ex.task, "target_sid": ex.target_sid}
-        for p, ex in zip(prompts, examples)
+        for p, ex in zip(prompts, examples, strict=True)
     ]
 
 

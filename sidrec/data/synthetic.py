@@ -32,10 +32,72 @@ logger = logging.getLogger(__name__)
 CATEGORY = "Synthetic"
 MAX_HISTORY = 10
 
-_SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "so", "ta", "vi", "zo", "pe", "da", "fi", "gu", "ho", "ji", "be", "cor", "dex", "tan", "vel"]
-_ADJECTIVES = ["Heavy-Duty", "Compact", "Premium", "Stainless", "Industrial", "Portable", "Precision", "Classic", "Digital", "Reusable"]
-_CATEGORY_NOUNS = ["Lab", "Tool", "Fastener", "Adhesive", "Safety", "Cleaning", "Measuring", "Electrical", "Plumbing", "Welding", "Optics", "Storage"]
-_SUB_NOUNS = ["Kit", "Set", "Clamp", "Gauge", "Meter", "Tape", "Glove", "Brush", "Valve", "Wire", "Lens", "Bin", "Drill", "Scale", "Pump", "Filter"]
+_SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ne",
+    "ru",
+    "so",
+    "ta",
+    "vi",
+    "zo",
+    "pe",
+    "da",
+    "fi",
+    "gu",
+    "ho",
+    "ji",
+    "be",
+    "cor",
+    "dex",
+    "tan",
+    "vel",
+]
+_ADJECTIVES = [
+    "Heavy-Duty",
+    "Compact",
+    "Premium",
+    "Stainless",
+    "Industrial",
+    "Portable",
+    "Precision",
+    "Classic",
+    "Digital",
+    "Reusable",
+]
+_CATEGORY_NOUNS = [
+    "Lab",
+    "Tool",
+    "Fastener",
+    "Adhesive",
+    "Safety",
+    "Cleaning",
+    "Measuring",
+    "Electrical",
+    "Plumbing",
+    "Welding",
+    "Optics",
+    "Storage",
+]
+_SUB_NOUNS = [
+    "Kit",
+    "Set",
+    "Clamp",
+    "Gauge",
+    "Meter",
+    "Tape",
+    "Glove",
+    "Brush",
+    "Valve",
+    "Wire",
+    "Lens",
+    "Bin",
+    "Drill",
+    "Scale",
+    "Pump",
+    "Filter",
+]
 
 
 @dataclass
@@ -71,7 +133,9 @@ def generate(cfg: SyntheticConfig) -> tuple[list[dict], list[list[tuple[float, i
     rng = random.Random(cfg.seed)
     c, s = cfg.num_categories, cfg.subcategories_per_category
     cat_codes = rng.sample(range(cfg.codebook_size), c)
-    cat_nouns = [_CATEGORY_NOUNS[i % len(_CATEGORY_NOUNS)] + ("" if i < len(_CATEGORY_NOUNS) else str(i)) for i in range(c)]
+    cat_nouns = [
+        _CATEGORY_NOUNS[i % len(_CATEGORY_NOUNS)] + ("" if i < len(_CATEGORY_NOUNS) else str(i)) for i in range(c)
+    ]
     brands = [_word(rng, 2) for _ in range(24)]
 
     # Spread items over sub-categories as evenly as possible.
@@ -80,7 +144,7 @@ def generate(cfg: SyntheticConfig) -> tuple[list[dict], list[list[tuple[float, i
     items: list[dict] = []
     sub_items: dict[tuple[int, int], list[int]] = {}
     sub_codes = {ci: rng.sample(range(cfg.codebook_size), s) for ci in range(c)}
-    for (ci, si), n in zip(subs, per_sub):
+    for (ci, si), n in zip(subs, per_sub, strict=True):
         sub_noun = f"{_word(rng, 1)}{_SUB_NOUNS[(ci * s + si) % len(_SUB_NOUNS)]}".lower()
         codes = rng.sample(range(cfg.codebook_size), n)
         ids = []
@@ -143,7 +207,9 @@ def generate(cfg: SyntheticConfig) -> tuple[list[dict], list[list[tuple[float, i
     return items, users
 
 
-def write_minionerec(out_dir: str, items: list[dict], users: list[list[tuple[float, int]]], category: str = CATEGORY) -> None:
+def write_minionerec(
+    out_dir: str, items: list[dict], users: list[list[tuple[float, int]]], category: str = CATEGORY
+) -> None:
     """Write items and user event lists in MiniOneRec's layout (atomically: the folder appears complete or not at all)."""
     rows = []
     for u, events in enumerate(users):
@@ -161,7 +227,10 @@ def write_minionerec(out_dir: str, items: list[dict], users: list[list[tuple[flo
         with open(os.path.join(tmp, f"index/{category}.index.json"), "w") as f:
             json.dump({str(i): it["sid"] for i, it in enumerate(items)}, f)
         with open(os.path.join(tmp, f"index/{category}.item.json"), "w") as f:
-            meta = {str(i): {k: it[k] for k in ("title", "description", "brand", "categories")} for i, it in enumerate(items)}
+            meta = {
+                str(i): {k: it[k] for k in ("title", "description", "brand", "categories")}
+                for i, it in enumerate(items)
+            }
             json.dump(meta, f, indent=1)
         with open(os.path.join(tmp, f"info/{category}_synthetic.txt"), "w") as f:
             for i, it in enumerate(items):
@@ -170,7 +239,15 @@ def write_minionerec(out_dir: str, items: list[dict], users: list[list[tuple[flo
             with open(os.path.join(tmp, f"{split}/{category}_synthetic.csv"), "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(
-                    ["user_id", "history_item_title", "item_title", "history_item_id", "item_id", "history_item_sid", "item_sid"]
+                    [
+                        "user_id",
+                        "history_item_title",
+                        "item_title",
+                        "history_item_id",
+                        "item_id",
+                        "history_item_sid",
+                        "item_sid",
+                    ]
                 )
                 for _, user, hist, target in rows[lo:hi]:
                     w.writerow(
@@ -184,7 +261,9 @@ def write_minionerec(out_dir: str, items: list[dict], users: list[list[tuple[flo
                             sid[target],
                         ]
                     )
-    logger.info("wrote %d items and %d rows (%s) to %s", len(items), n, {k: b - a for k, (a, b) in bounds.items()}, out_dir)
+    logger.info(
+        "wrote %d items and %d rows (%s) to %s", len(items), n, {k: b - a for k, (a, b) in bounds.items()}, out_dir
+    )
 
 
 def make_synthetic_dataset(out_dir: str, cfg: SyntheticConfig | None = None) -> str:
