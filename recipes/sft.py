@@ -47,7 +47,7 @@ def main():
 
         set_seed(training_args.seed)
         with summary.timed("build_model"):
-            model, tokenizer, new_ids = prepare_sft_model(training_args, model_args, data.catalog, examples)
+            model, tokenizer = prepare_sft_model(training_args, model_args, data.catalog, examples)
             train_ds = to_hf_dataset(fit_to_length(examples, tokenizer, training_args.max_length))
             eval_ds = to_hf_dataset(fit_to_length(eval_examples, tokenizer, training_args.max_length))
         logger.info(

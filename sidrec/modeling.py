@@ -189,7 +189,7 @@ def prepare_sft_model(training_args, model_args, catalog, examples):
     """Model and tokenizer for SFT: a tiny from-scratch Qwen2 (``from_scratch``) or a pretrained LM with SID tokens.
 
     Returns:
-        `(model, tokenizer, new_token_ids)`.
+        `(model, tokenizer)`.
     """
     if training_args.from_scratch:
         if model_args.model_name_or_path:
@@ -226,7 +226,7 @@ def prepare_sft_model(training_args, model_args, catalog, examples):
         freeze_all_but_new_tokens(model, new_ids)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %s, %.2fM parameters, vocab %d", type(model).__name__, n_params / 1e6, len(tokenizer))
-    return model, tokenizer, new_ids
+    return model, tokenizer
 
 
 def lora_config_for_sids(model_args, model):
