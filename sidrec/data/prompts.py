@@ -76,68 +76,76 @@ def clean_description(text: str, max_words: int) -> str:
     return " ".join(words[:max_words])
 
 
+@dataclass(frozen=True)
+class RowTask:
+    """A task built from one CSV row: which history it shows and what it answers."""
+
+    instruction: str
+    user_input: str
+    history: Callable[[Interaction], tuple[str, ...]]
+    completion: Callable[[Interaction], str]
+
+
+def _sid_history(r: Interaction) -> tuple[str, ...]:
+    return r.history_sids
+
+
+def _title_history(r: Interaction) -> tuple[str, ...]:
+    return tuple(_quoted(t) for t in r.history_titles)
+
+
+ROW_TASKS: dict[str, RowTask] = {
+    # history SIDs -> next item's SID: the main task, and the one evaluated
+    "sid_seq": RowTask(
+        "Can you predict the next possible item that the user may expect?",
+        SID_SEQ_INPUT,
+        _sid_history,
+        lambda r: r.item_sid,
+    ),
+    # history titles -> next item's SID
+    "title_seq2sid": RowTask(
+        "Based on the titles of the items the user interacted with, predict the semantic ID of the next item.",
+        TITLE_SEQ_INPUT,
+        _title_history,
+        lambda r: r.item_sid,
+    ),
+    # history titles -> next item's title
+    "title_seq2title": RowTask(
+        "Based on the titles of the items the user interacted with, predict the title of the next item.",
+        TITLE_SEQ_INPUT,
+        _title_history,
+        lambda r: r.item_title,
+    ),
+    # history SIDs -> next item's title
+    "fusion": RowTask(
+        "Predict the title of the next item that the user may expect.",
+        SID_SEQ_INPUT,
+        _sid_history,
+        lambda r: r.item_title,
+    ),
+}
+
+
+def build_row_task(name: str, rows: Sequence[Interaction], source: str = "") -> list[PromptExample]:
+    """One example of the row task ``name`` per CSV row; ``source`` (the file) goes into error messages."""
+    task = ROW_TASKS[name]
+    return [
+        PromptExample(
+            task=name,
+            instruction=task.instruction,
+            user_input=task.user_input,
+            history=task.history(r),
+            completion=task.completion(r),
+            target_sid=r.item_sid,
+            source=f"{source}, row {i}",
+        )
+        for i, r in enumerate(rows, start=1)
+    ]
+
+
 def build_sid_seq(rows: Sequence[Interaction], source: str = "") -> list[PromptExample]:
     """History SIDs -> next item's SID: the main task, and the one evaluated."""
-    return [
-        PromptExample(
-            task="sid_seq",
-            instruction="Can you predict the next possible item that the user may expect?",
-            user_input=SID_SEQ_INPUT,
-            history=r.history_sids,
-            completion=r.item_sid,
-            target_sid=r.item_sid,
-            source=f"{source}, row {i}",
-        )
-        for i, r in enumerate(rows, start=1)
-    ]
-
-
-def build_title_seq2sid(rows: Sequence[Interaction], source: str = "") -> list[PromptExample]:
-    """History titles -> next item's SID."""
-    return [
-        PromptExample(
-            task="title_seq2sid",
-            instruction="Based on the titles of the items the user interacted with, predict the semantic ID of the next item.",
-            user_input=TITLE_SEQ_INPUT,
-            history=tuple(_quoted(t) for t in r.history_titles),
-            completion=r.item_sid,
-            target_sid=r.item_sid,
-            source=f"{source}, row {i}",
-        )
-        for i, r in enumerate(rows, start=1)
-    ]
-
-
-def build_title_seq2title(rows: Sequence[Interaction], source: str = "") -> list[PromptExample]:
-    """History titles -> next item's title."""
-    return [
-        PromptExample(
-            task="title_seq2title",
-            instruction="Based on the titles of the items the user interacted with, predict the title of the next item.",
-            user_input=TITLE_SEQ_INPUT,
-            history=tuple(_quoted(t) for t in r.history_titles),
-            completion=r.item_title,
-            target_sid=r.item_sid,
-            source=f"{source}, row {i}",
-        )
-        for i, r in enumerate(rows, start=1)
-    ]
-
-
-def build_fusion(rows: Sequence[Interaction], source: str = "") -> list[PromptExample]:
-    """History SIDs -> next item's title."""
-    return [
-        PromptExample(
-            task="fusion",
-            instruction="Predict the title of the next item that the user may expect.",
-            user_input=SID_SEQ_INPUT,
-            history=r.history_sids,
-            completion=r.item_title,
-            target_sid=r.item_sid,
-            source=f"{source}, row {i}",
-        )
-        for i, r in enumerate(rows, start=1)
-    ]
+    return build_row_task("sid_seq", rows, source)
 
 
 def build_item_alignment(catalog: Catalog, max_description_words: int = 32) -> list[PromptExample]:
@@ -182,13 +190,6 @@ def leaks_answer(example: PromptExample) -> bool:
     return bool(answer) and answer in example.prompt().split("### User Input:\n", 1)[1]
 
 
-RowTask = Callable[[Sequence[Interaction], str], list[PromptExample]]
-ROW_TASKS: dict[str, RowTask] = {
-    "sid_seq": build_sid_seq,
-    "title_seq2sid": build_title_seq2sid,
-    "title_seq2title": build_title_seq2title,
-    "fusion": build_fusion,
-}
 CATALOG_TASKS = {"item_alignment": build_item_alignment}
 TASKS = (*ROW_TASKS, *CATALOG_TASKS)
 
@@ -213,7 +214,7 @@ def build_tasks(
     out: list[PromptExample] = []
     for name in names:
         if name in ROW_TASKS:
-            out.extend(ROW_TASKS[name](rows, source))
+            out.extend(build_row_task(name, rows, source))
         else:
             out.extend(build_item_alignment(catalog, max_description_words))
     return out

@@ -25,6 +25,7 @@ import os
 import random
 from dataclasses import dataclass
 
+from sidrec.data.minionerec import CSV_COLUMNS
 from sidrec.utils import atomic_dir
 
 logger = logging.getLogger(__name__)
@@ -238,17 +239,7 @@ def write_minionerec(
         for split, (lo, hi) in bounds.items():
             with open(os.path.join(tmp, f"{split}/{category}_synthetic.csv"), "w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(
-                    [
-                        "user_id",
-                        "history_item_title",
-                        "item_title",
-                        "history_item_id",
-                        "item_id",
-                        "history_item_sid",
-                        "item_sid",
-                    ]
-                )
+                w.writerow(CSV_COLUMNS)
                 for _, user, hist, target in rows[lo:hi]:
                     w.writerow(
                         [
