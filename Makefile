@@ -3,7 +3,7 @@ PYTHON ?= python
 ACCELERATE ?= accelerate launch --config_file accelerate_configs/cpu.yaml
 DEMO_DATA ?= data/synthetic
 
-.PHONY: install test quality style demo demo-data clean
+.PHONY: install test quality style demo demo-data bench bench-quick clean
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0
@@ -30,6 +30,13 @@ demo: demo-data
 	$(ACCELERATE) recipes/evaluate.py --config recipes/demo/eval_grpo.yaml
 	@$(PYTHON) -m sidrec.report SFT=outputs/demo/eval/metrics.json GRPO=outputs/demo/eval_grpo/metrics.json
 	@echo outputs/demo/eval_grpo/metrics.json
+
+# Decoding benchmark (scripts/bench_decoding.py): MiniOneRec-style vs sidrec constrained beam search; last line JSON.
+bench:
+	$(PYTHON) scripts/bench_decoding.py
+
+bench-quick:
+	$(PYTHON) scripts/bench_decoding.py --quick
 
 clean:
 	rm -rf outputs

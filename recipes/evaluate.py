@@ -54,6 +54,7 @@ def main():
                 max_length=eval_args.max_length,
                 ks=eval_args.topk,
                 source=data.paths.splits[split],
+                decoder=eval_args.decoder,
             )
         metrics_path, pred_path = write_eval_outputs(eval_args.output_dir, metrics, predictions)
         summary.data["metrics"] = metrics

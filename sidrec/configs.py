@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig, SFTConfig
 
 from sidrec.data.prompts import TASKS
+from sidrec.decoding import DECODERS
 from sidrec.metrics import DEFAULT_KS
 from sidrec.rewards import PRESETS, REWARDS
 from sidrec.utils import UserError
@@ -165,7 +166,14 @@ class EvalConfig:
     num_beams: int = field(
         default=50, metadata={"help": "Beams of the constrained beam search (= length of each ranked list)."}
     )
-    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call."})
+    batch_size: int = field(default=32, metadata={"help": "Prompts per decoding batch (grouped by length)."})
+    decoder: str = field(
+        default="auto",
+        metadata={
+            "help": "tree (one prefill per prompt, beams share its KV cache), generate (HF beam search + the "
+            "constraint processor, for comparison) or auto (tree unless the attention cannot take a tree mask)."
+        },
+    )
     max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N rows of the split."})
     max_length: int = field(
         default=512, metadata={"help": "Prompt token budget; the oldest history items are dropped to fit."}
@@ -179,6 +187,8 @@ class EvalConfig:
     def __post_init__(self):
         if self.split not in ("test", "valid", "train"):
             raise UserError(f"split must be test, valid or train, got {self.split!r}")
+        if self.decoder not in DECODERS:
+            raise UserError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
         if self.num_beams < 1 or self.batch_size < 1:
             raise UserError("num_beams and batch_size must be positive")
         if self.max_samples is not None and self.max_samples < 1:

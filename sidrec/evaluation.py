@@ -24,11 +24,14 @@ def evaluate_rows(
     ks: Sequence[int] = (1, 3, 5, 10, 20, 50),
     source: str = "",
     show_progress: bool = True,
+    decoder: str = "auto",
 ) -> tuple[dict, list[dict]]:
     """Rank the next item of every row; returns ``(metrics, predictions)``."""
     records = fit_to_length(build_sid_seq(rows, source), tokenizer, max_length)
     trie = catalog.vocab.compile(tokenizer)
-    ranked = rank_items(model, tokenizer, [r["prompt"] for r in records], trie, num_beams, batch_size, show_progress)
+    ranked = rank_items(
+        model, tokenizer, [r["prompt"] for r in records], trie, num_beams, batch_size, show_progress, decoder
+    )
     targets = [r.item_sid for r in rows]
     metrics = compute_metrics(ranked.sids, targets, num_beams, ranked.invalid, ks)
     predictions = [

@@ -113,6 +113,35 @@ def build_tiny_model(
     return model
 
 
+# Published config values of Qwen2.5 models, to build same-shaped random models for speed and memory runs (no Hub).
+QWEN25_SHAPES = {
+    "qwen2.5-0.5b": {
+        "hidden_size": 896,
+        "num_layers": 24,
+        "num_heads": 14,
+        "num_kv_heads": 2,
+        "intermediate_size": 4864,
+    },
+    "qwen2.5-1.5b": {
+        "hidden_size": 1536,
+        "num_layers": 28,
+        "num_heads": 12,
+        "num_kv_heads": 2,
+        "intermediate_size": 8960,
+    },
+}
+QWEN25_VOCAB_SIZE = 151936
+
+
+def build_shaped_model(tokenizer, shape: str, seed: int = 0) -> Qwen2ForCausalLM:
+    """A random-init model shaped like a published Qwen2.5 checkpoint, its embedding padded to Qwen's vocabulary."""
+    if shape not in QWEN25_SHAPES:
+        raise UserError(f"unknown model shape {shape!r}; known: {', '.join(QWEN25_SHAPES)}")
+    model = build_tiny_model(tokenizer, max_position_embeddings=32768, seed=seed, **QWEN25_SHAPES[shape])
+    model.resize_token_embeddings(max(QWEN25_VOCAB_SIZE, len(tokenizer)), mean_resizing=False)
+    return model
+
+
 def add_residual_dropout(model, p: float) -> None:
     """GPT-2-style dropout for a Qwen2/Llama-layout model: on the embeddings and on each residual branch's output.
 
