@@ -2,8 +2,10 @@
 
     accelerate launch recipes/evaluate.py --config recipes/demo/eval.yaml
     accelerate launch recipes/evaluate.py --config recipes/industrial/tiny-cpu/eval.yaml --model_name_or_path <ckpt>
+    accelerate launch --num_processes 2 recipes/evaluate.py --config ...   # shards the split, same metrics.json
 
 Writes predictions.jsonl, metrics.json and run_summary.json to output_dir; the last line printed is metrics.json's path.
+An interrupted run continues with --resume true (finished shards are kept).
 """
 
 import logging
@@ -14,9 +16,10 @@ from trl import ModelConfig, TrlParser
 
 from sidrec.configs import EvalConfig, SidrecScriptArguments
 from sidrec.data import load_dataset
-from sidrec.evaluation import evaluate_rows, write_eval_outputs
+from sidrec.evaluation import clear_shards, run_sharded_eval, write_eval_outputs
 from sidrec.modeling import check_sid_tokens, load_tokenizer
-from sidrec.utils import RunSummary, UserError, check_output_dir, parse_config, run_main
+from sidrec.tracking import log_eval_metrics, setup_tracking
+from sidrec.utils import RunSummary, UserError, check_output_dir, config_dict, parse_config, process_state, run_main
 
 logger = logging.getLogger("sidrec.evaluate")
 
@@ -24,11 +27,17 @@ logger = logging.getLogger("sidrec.evaluate")
 def main():
     script_args, eval_args, model_args = parse_config(TrlParser((SidrecScriptArguments, EvalConfig, ModelConfig)))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state = process_state()
     if not model_args.model_name_or_path:
         raise UserError("set model_name_or_path to the checkpoint to evaluate (e.g. the SFT output_dir)")
-    check_output_dir(eval_args.output_dir, eval_args.overwrite_output_dir)
-    summary = RunSummary(eval_args.output_dir, "eval", (script_args, eval_args, model_args), eval_args.seed)
+    output_dir = eval_args.output_dir
+    check_output_dir(output_dir, eval_args.overwrite_output_dir, resume=eval_args.resume)
+    setup_tracking(script_args, output_dir)
+    configs = (script_args, eval_args, model_args)
+    summary = RunSummary(output_dir, "eval", configs, eval_args.seed, state.is_main_process)
     try:
+        if state.is_main_process and not eval_args.resume:
+            clear_shards(output_dir)  # an overwritten run's shards must not be taken for this run's
         # Data and checkpoint checks before any decoding.
         with summary.timed("load_data"):
             split = eval_args.split
@@ -38,27 +47,53 @@ def main():
         with summary.timed("load_model"):
             tokenizer = load_tokenizer(model_args.model_name_or_path)
             check_sid_tokens(tokenizer, data.catalog.vocab, model_args.model_name_or_path)
-            device = "cuda" if torch.cuda.is_available() else "cpu"
             dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else None
-            model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype).to(device)
+            if dtype is None and state.device.type == "cuda":
+                dtype = torch.bfloat16
+            model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
+            model = model.to(state.device)
 
-        # Rank every row's next item, score, write.
+        # Rank every row's next item shard by shard (shards split across processes), merge, score, write.
         with summary.timed("rank"):
-            metrics, predictions = evaluate_rows(
+            fingerprint = {
+                "model": model_args.model_name_or_path,
+                "data": summary.data["data_files"],
+                **{
+                    k: getattr(eval_args, k) for k in ("split", "max_samples", "num_beams", "batch_size", "max_length")
+                },
+                "decoder": eval_args.decoder,
+            }
+            result = run_sharded_eval(
                 model,
                 tokenizer,
                 data.splits[split],
                 data.catalog,
+                output_dir,
+                fingerprint,
                 num_beams=eval_args.num_beams,
                 batch_size=eval_args.batch_size,
                 max_length=eval_args.max_length,
                 ks=eval_args.topk,
+                shard_size=eval_args.shard_size,
                 source=data.paths.splits[split],
                 decoder=eval_args.decoder,
+                process_index=state.process_index,
+                num_processes=state.num_processes,
+                wait_for_everyone=state.wait_for_everyone,
             )
-        metrics_path, pred_path = write_eval_outputs(eval_args.output_dir, metrics, predictions)
+        if not state.is_main_process:
+            return
+        metrics, predictions = result
+        metrics_path, pred_path = write_eval_outputs(output_dir, metrics, predictions)
+        clear_shards(output_dir)
+        if script_args.tracking:
+            config = config_dict(script_args, eval_args, model_args)
+            summary.data["wandb"] = log_eval_metrics(
+                script_args, output_dir, model_args.model_name_or_path, metrics, config
+            )
         summary.data["metrics"] = metrics
         summary.data["outputs"] = [metrics_path, pred_path]
+        summary.data["num_processes"] = state.num_processes
         summary.write("ok")
         ks = [k for k in eval_args.topk if k <= eval_args.num_beams]
         logger.info("%s", "  ".join(f"HR@{k}={metrics[f'HR@{k}']:.4f}" for k in ks))

@@ -8,7 +8,6 @@ YAML gives defaults, CLI flags override; unknown keys fail at launch. Add --debu
 
 import logging
 
-from accelerate import PartialState
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, set_seed
 from trl import ModelConfig, TrlParser
@@ -17,8 +16,9 @@ from sidrec.configs import SidrecGRPOConfig, SidrecScriptArguments
 from sidrec.data import build_tasks, fit_to_length, load_dataset
 from sidrec.modeling import check_sid_tokens, disable_attention_dropout, load_tokenizer
 from sidrec.rewards import get_reward_funcs
+from sidrec.tracking import active_run_info, setup_tracking
 from sidrec.trainers import SidGRPOTrainer, check_group_layout
-from sidrec.utils import RunSummary, UserError, check_output_dir, parse_config, resume_arg, run_main
+from sidrec.utils import RunSummary, UserError, check_output_dir, parse_config, process_state, resume_arg, run_main
 
 logger = logging.getLogger("sidrec.grpo")
 
@@ -28,16 +28,16 @@ def main():
         TrlParser((SidrecScriptArguments, SidrecGRPOConfig, ModelConfig))
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state = PartialState()
+    state = process_state()
     if not model_args.model_name_or_path:
         raise UserError(
             "set model_name_or_path to the SFT checkpoint to start from (TRL reloads the reference from it)"
         )
     resume = resume_arg(training_args.resume_from_checkpoint)
     check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resume=bool(resume))
-    summary = RunSummary(
-        training_args.output_dir, "grpo", (script_args, training_args, model_args), training_args.seed
-    )
+    setup_tracking(script_args, training_args.output_dir, training_args)
+    configs = (script_args, training_args, model_args)
+    summary = RunSummary(training_args.output_dir, "grpo", configs, training_args.seed, state.is_main_process)
     try:
         # Data, checkpoint and layout checks before the model is loaded.
         with summary.timed("load_data"):
@@ -93,12 +93,12 @@ def main():
                 "first_logged_reward": history[0]["reward"] if history else None,
                 "last_logged_reward": history[-1]["reward"] if history else None,
             }
+            summary.data["wandb"] = active_run_info() if script_args.tracking else {}
             summary.data["outputs"] = [training_args.output_dir]
             summary.write("ok")
             print(f"model saved to {training_args.output_dir}")
     except BaseException as e:
-        if state.is_main_process:
-            summary.write("failed", error=f"{type(e).__name__}: {e}")
+        summary.write("failed", error=f"{type(e).__name__}: {e}")
         raise
 
 

@@ -8,7 +8,6 @@ YAML gives defaults, CLI flags override; unknown keys fail at launch. Add --debu
 
 import logging
 
-from accelerate import PartialState
 from transformers import EarlyStoppingCallback, set_seed
 from trl import ModelConfig, SFTTrainer, TrlParser
 
@@ -16,7 +15,8 @@ from sidrec.configs import SidrecScriptArguments, SidrecSFTConfig
 from sidrec.data import build_tasks, fit_to_length, load_dataset
 from sidrec.data.prompts import build_sid_seq, to_hf_dataset
 from sidrec.modeling import lora_config_for_sids, prepare_sft_model
-from sidrec.utils import RunSummary, check_output_dir, parse_config, resume_arg, run_main
+from sidrec.tracking import active_run_info, setup_tracking
+from sidrec.utils import RunSummary, check_output_dir, parse_config, process_state, resume_arg, run_main
 
 logger = logging.getLogger("sidrec.sft")
 
@@ -26,10 +26,12 @@ def main():
         TrlParser((SidrecScriptArguments, SidrecSFTConfig, ModelConfig))
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state = PartialState()
+    state = process_state()
     resume = resume_arg(training_args.resume_from_checkpoint)
     check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resume=bool(resume))
-    summary = RunSummary(training_args.output_dir, "sft", (script_args, training_args, model_args), training_args.seed)
+    setup_tracking(script_args, training_args.output_dir, training_args)
+    configs = (script_args, training_args, model_args)
+    summary = RunSummary(training_args.output_dir, "sft", configs, training_args.seed, state.is_main_process)
     try:
         # Data first: every input error surfaces before a model is built.
         with summary.timed("load_data"):
@@ -78,12 +80,12 @@ def main():
                 "epochs_run": trainer.state.epoch,
                 "num_train_examples": len(train_ds),
             }
+            summary.data["wandb"] = active_run_info() if script_args.tracking else {}
             summary.data["outputs"] = [training_args.output_dir]
             summary.write("ok")
             print(f"model saved to {training_args.output_dir}")
     except BaseException as e:
-        if state.is_main_process:
-            summary.write("failed", error=f"{type(e).__name__}: {e}")
+        summary.write("failed", error=f"{type(e).__name__}: {e}")
         raise
 
 

@@ -10,12 +10,13 @@ from sidrec.data.prompts import TASKS
 from sidrec.decoding import DECODERS
 from sidrec.metrics import DEFAULT_KS
 from sidrec.rewards import PRESETS, REWARDS
+from sidrec.tracking import TrackingArguments
 from sidrec.utils import UserError
 
 
 @dataclass
-class SidrecScriptArguments:
-    """Where the data is; shared by every recipe."""
+class SidrecScriptArguments(TrackingArguments):
+    """Where the data is, and experiment tracking; shared by every recipe."""
 
     data_dir: str = field(
         default="data/synthetic",
@@ -36,6 +37,7 @@ class SidrecScriptArguments:
     )
 
     def __post_init__(self):
+        super().__post_init__()
         for name in ("max_train_rows", "max_valid_rows"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -181,10 +183,22 @@ class EvalConfig:
     topk: list[int] = field(
         default_factory=lambda: list(DEFAULT_KS), metadata={"help": "K values for HR@K / NDCG@K (those <= num_beams)."}
     )
+    shard_size: int = field(
+        default=512,
+        metadata={
+            "help": "Rows per shard. Shards are split across processes and written as they finish, so an "
+            "interrupted eval resumes at the first unfinished one (--resume true)."
+        },
+    )
+    resume: bool = field(
+        default=False, metadata={"help": "Continue an interrupted eval in output_dir, keeping its finished shards."}
+    )
     seed: int = field(default=42, metadata={"help": "Random seed."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow writing into a non-empty output_dir."})
 
     def __post_init__(self):
+        if self.shard_size < 1:
+            raise UserError(f"shard_size must be positive, got {self.shard_size}")
         if self.split not in ("test", "valid", "train"):
             raise UserError(f"split must be test, valid or train, got {self.split!r}")
         if self.decoder not in DECODERS:

@@ -1,16 +1,27 @@
-"""Offline evaluation: rank a split's next items with constrained beam search and score them."""
+"""Offline evaluation: rank a split's next items with constrained beam search and score them.
+
+The split is cut into fixed shards of rows. Each process of an ``accelerate launch`` decodes its share of the shards
+and writes each finished shard atomically to ``output_dir/shards/``; the main process then merges them in row order
+into ``predictions.jsonl`` and ``metrics.json``. A shard is decoded the same way whichever process runs it, so any
+number of processes gives the same files as one, and an interrupted run resumes at the first unfinished shard.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
+
+from tqdm.auto import tqdm
 
 from sidrec.data.minionerec import Catalog, Interaction
 from sidrec.data.prompts import build_sid_seq, fit_to_length
 from sidrec.decoding import rank_items
 from sidrec.metrics import compute_metrics
-from sidrec.utils import atomic_write_json, atomic_write_text
+from sidrec.utils import UserError, atomic_write_json, atomic_write_text
+
+SHARDS_DIR = "shards"
 
 
 def evaluate_rows(
@@ -26,19 +37,112 @@ def evaluate_rows(
     show_progress: bool = True,
     decoder: str = "auto",
 ) -> tuple[dict, list[dict]]:
-    """Rank the next item of every row; returns ``(metrics, predictions)``."""
-    records = fit_to_length(build_sid_seq(rows, source), tokenizer, max_length)
+    """Rank the next item of every row in one go (no shards); returns ``(metrics, predictions)``."""
+    prompts = eval_prompts(rows, tokenizer, max_length, source)
     trie = catalog.vocab.compile(tokenizer)
-    ranked = rank_items(
-        model, tokenizer, [r["prompt"] for r in records], trie, num_beams, batch_size, show_progress, decoder
-    )
-    targets = [r.item_sid for r in rows]
-    metrics = compute_metrics(ranked.sids, targets, num_beams, ranked.invalid, ks)
-    predictions = [
-        {"user_id": row.user_id, "target": row.item_sid, "predictions": sids, "scores": [round(s, 6) for s in scores]}
-        for row, sids, scores in zip(rows, ranked.sids, ranked.scores, strict=False)
+    ranked = rank_items(model, tokenizer, prompts, trie, num_beams, batch_size, show_progress, decoder)
+    predictions = _prediction_records(rows, ranked.sids, ranked.scores)
+    return compute_metrics(ranked.sids, [r.item_sid for r in rows], num_beams, ranked.invalid, ks), predictions
+
+
+def eval_prompts(rows: Sequence[Interaction], tokenizer, max_length: int | None, source: str = "") -> list[str]:
+    """The sid_seq prompts of ``rows``, trimmed to ``max_length`` (raises before any decoding if one cannot fit)."""
+    return [r["prompt"] for r in fit_to_length(build_sid_seq(rows, source), tokenizer, max_length)]
+
+
+def _prediction_records(rows: Sequence[Interaction], sids, scores) -> list[dict]:
+    return [
+        {"user_id": row.user_id, "target": row.item_sid, "predictions": s, "scores": [round(x, 6) for x in sc]}
+        for row, s, sc in zip(rows, sids, scores, strict=True)
     ]
+
+
+def run_sharded_eval(
+    model,
+    tokenizer,
+    rows: Sequence[Interaction],
+    catalog: Catalog,
+    output_dir: str,
+    fingerprint: dict,
+    *,
+    num_beams: int,
+    batch_size: int,
+    max_length: int | None,
+    ks: Sequence[int],
+    shard_size: int,
+    source: str = "",
+    decoder: str = "auto",
+    process_index: int = 0,
+    num_processes: int = 1,
+    wait_for_everyone=lambda: None,
+) -> tuple[dict, list[dict]] | None:
+    """Decode this process's shards (skipping finished ones), then merge on the main process.
+
+    Args:
+        fingerprint (`dict`): Everything that decides the predictions (checkpoint, split, beams, ...); a resumed run
+            with a different fingerprint is refused rather than mixing shards of two settings.
+
+    Returns:
+        ``(metrics, predictions)`` on the main process, ``None`` on the others.
+    """
+    shard_dir = os.path.join(output_dir, SHARDS_DIR)
+    fingerprint = {**fingerprint, "num_rows": len(rows), "shard_size": shard_size}
+    prompts = eval_prompts(rows, tokenizer, max_length, source)  # every prompt is checked before any decoding
+    if process_index == 0:
+        _check_or_write_fingerprint(shard_dir, fingerprint)
+    wait_for_everyone()
+    trie = catalog.vocab.compile(tokenizer)
+    starts = list(range(0, len(rows), shard_size))
+    mine = [i for i in range(len(starts)) if i % num_processes == process_index]
+    todo = [i for i in mine if not os.path.isfile(_shard_path(shard_dir, i))]
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"eval shards (rank {process_index})")
+    for i in todo:
+        lo, hi = starts[i], starts[i] + shard_size
+        ranked = rank_items(model, tokenizer, prompts[lo:hi], trie, num_beams, batch_size, False, decoder)
+        shard = {
+            "invalid": ranked.invalid,
+            "predictions": _prediction_records(rows[lo:hi], ranked.sids, ranked.scores),
+        }
+        atomic_write_json(_shard_path(shard_dir, i), shard)
+        bar.update()
+    bar.close()
+    wait_for_everyone()
+    if process_index != 0:
+        return None
+    predictions, invalid = [], 0
+    for i in range(len(starts)):
+        with open(_shard_path(shard_dir, i)) as f:
+            shard = json.load(f)
+        predictions.extend(shard["predictions"])
+        invalid += shard["invalid"]
+    metrics = compute_metrics(
+        [p["predictions"] for p in predictions], [r.item_sid for r in rows], num_beams, invalid, ks
+    )
     return metrics, predictions
+
+
+def _shard_path(shard_dir: str, index: int) -> str:
+    return os.path.join(shard_dir, f"shard-{index:05d}.json")
+
+
+def _check_or_write_fingerprint(shard_dir: str, fingerprint: dict) -> None:
+    path = os.path.join(shard_dir, "fingerprint.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old != fingerprint:
+            changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+            raise UserError(
+                f"{shard_dir} holds shards of an eval with different settings ({', '.join(changed)}); "
+                "use another output_dir or --overwrite_output_dir true"
+            )
+        return
+    atomic_write_json(path, fingerprint)
+
+
+def clear_shards(output_dir: str) -> None:
+    """Remove the shard folder (after the merged files are written, or when overwriting an earlier run)."""
+    shutil.rmtree(os.path.join(output_dir, SHARDS_DIR), ignore_errors=True)
 
 
 def write_eval_outputs(output_dir: str, metrics: dict, predictions: list[dict]) -> tuple[str, str]:

@@ -30,6 +30,24 @@ def metrics_table(rows: Mapping[str, Mapping]) -> str:
     return "\n".join(lines)
 
 
+def per_level_rows(per_level: Mapping) -> dict[str, tuple[list[str], list[list]]]:
+    """The per-level analysis in metrics.json as ``{table: (header, rows)}`` (for markdown and W&B tables).
+
+    Example:
+        >>> pl = {"independent": {"exact": {"1": 0.25}}, "cumulative": {"L1": {"1": 0.5}},
+        ...       "top1_dropoff": {"L1_accuracy": 0.5}}
+        >>> per_level_rows(pl)["independent"]
+        (['independent', 'K=1'], [['exact', 0.25]])
+    """
+    out = {}
+    for name in ("independent", "cumulative"):
+        table = per_level[name]
+        ks = list(next(iter(table.values())))
+        out[name] = ([name] + [f"K={k}" for k in ks], [[row] + [vals[k] for k in ks] for row, vals in table.items()])
+    out["top1_dropoff"] = (["top-1 drop-off", "value"], [[k, v] for k, v in per_level["top1_dropoff"].items()])
+    return out
+
+
 def per_level_tables(per_level: Mapping) -> str:
     """Markdown tables of the per-level analysis in metrics.json (independent, cumulative, top-1 drop-off).
 
@@ -51,16 +69,12 @@ def per_level_tables(per_level: Mapping) -> str:
         | L1_accuracy | 0.5000 |
         | L1->L1+L2_retention | - |
     """
+    cell = lambda v: "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     out = []
-    for name in ("independent", "cumulative"):
-        table = per_level[name]
-        ks = list(next(iter(table.values())))
-        lines = [f"| {name} | " + " | ".join(f"K={k}" for k in ks) + " |", "| --- |" + " --- |" * len(ks)]
-        lines += [f"| {row} | " + " | ".join(f"{vals[k]:.4f}" for k in ks) + " |" for row, vals in table.items()]
+    for header, rows in per_level_rows(per_level).values():
+        lines = ["| " + " | ".join(header) + " |", "| --- |" + " --- |" * (len(header) - 1)]
+        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
         out.append("\n".join(lines))
-    drop = ["| top-1 drop-off | value |", "| --- | --- |"]
-    drop += [f"| {k} | {'-' if v is None else f'{v:.4f}'} |" for k, v in per_level["top1_dropoff"].items()]
-    out.append("\n".join(drop))
     return "\n\n".join(out)
 
 

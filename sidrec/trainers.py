@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
+from safetensors.torch import load_model, save_model
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
 from sidrec.decoding import rank_items, sample_items
 from sidrec.sid import SidTrie
 from sidrec.utils import UserError
+
+REF_MODEL_CHECKPOINT = "ref_model.safetensors"
 
 
 class SidGRPOTrainer(GRPOTrainer):
@@ -18,6 +24,9 @@ class SidGRPOTrainer(GRPOTrainer):
     samples at the trainer's temperature. TRL repeats each prompt G times in a row; one search runs per unique prompt
     and its completions are returned in that layout. Each completion's rank in its group reaches the reward functions
     as the ``beam_rank`` column. The hook is TRL's ``rollout_func`` (TRL passes its extra fields to the rewards).
+
+    Checkpoints also hold the reference model when ``sync_ref_model`` moves it (TRL reloads it from the starting
+    checkpoint, which would make a resumed run differ from an uninterrupted one).
 
     Args:
         sid_trie (`SidTrie`): The catalog trie, compiled for the trainer's tokenizer.
@@ -62,6 +71,27 @@ class SidGRPOTrainer(GRPOTrainer):
             "logprobs": None,
             "beam_rank": [rank for _ in unique for rank in range(group)],
         }
+
+    def _synced_ref_model(self):
+        if self.ref_model is None or not self.args.sync_ref_model:
+            return None
+        return self.accelerator.unwrap_model(self.ref_model)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        ref = self._synced_ref_model()
+        if ref is not None and self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            save_model(ref, os.path.join(folder, REF_MODEL_CHECKPOINT))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        ref = self._synced_ref_model()
+        path = os.path.join(checkpoint, REF_MODEL_CHECKPOINT) if checkpoint else ""
+        if ref is not None and os.path.isfile(path):
+            load_model(ref, path, device=str(next(ref.parameters()).device))
 
 
 def check_group_layout(args, num_sids: int) -> None:

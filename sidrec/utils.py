@@ -160,10 +160,15 @@ def config_dict(*configs) -> dict:
 
 
 class RunSummary:
-    """Collects what a run did and writes ``run_summary.json`` atomically (also when the run fails)."""
+    """Collects what a run did and writes ``run_summary.json`` atomically: at the start (status "running", which is
+    what a killed run leaves behind), and at the end with status "ok" or "failed" and the error.
 
-    def __init__(self, output_dir: str, stage: str, configs: tuple, seed: int | None):
+    Only the main process writes (``is_main_process``); on the others ``write`` does nothing.
+    """
+
+    def __init__(self, output_dir: str, stage: str, configs: tuple, seed: int | None, is_main_process: bool = True):
         self.path = os.path.join(output_dir, "run_summary.json")
+        self.is_main_process = is_main_process
         self.start = time.time()
         self.data = {
             "stage": stage,
@@ -179,6 +184,7 @@ class RunSummary:
             "metrics": {},
             "outputs": [],
         }
+        self.write()
 
     def add_data_files(self, paths: list[str]) -> None:
         self.data["data_files"] = {p: sha256_file(p) for p in paths}
@@ -192,6 +198,8 @@ class RunSummary:
             self.data["wall_time_s"][name] = round(time.time() - t0, 3)
 
     def write(self, status: str | None = None, error: str | None = None) -> None:
+        if not self.is_main_process:
+            return
         if status:
             self.data["status"] = status
         if error:
@@ -200,9 +208,34 @@ class RunSummary:
         atomic_write_json(self.path, self.data)
 
 
+def use_cpu_when_launched_without_gpus() -> None:
+    """Let ``torchrun``-style launches (``accelerate_configs/cpu_multi.yaml``) run on a machine without GPUs.
+
+    Accelerate starts CPU processes only through mpirun; its torchrun launcher sets LOCAL_RANK, and without CUDA each
+    process would then train alone. ``ACCELERATE_USE_CPU`` makes accelerate (and the HF Trainer) join the processes
+    with the gloo backend instead. A no-op when CUDA is present or the run is not distributed.
+    """
+    import torch
+
+    if "LOCAL_RANK" in os.environ and not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
+def process_state():
+    """Accelerate's process state, on CPU when the launch asked for it (``use_cpu`` configs, or the fallback above).
+
+    Recipes create it before the Trainer does, so it must honour ``ACCELERATE_USE_CPU`` as the Trainer would.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
 def run_main(main: Callable[[], None], debug_flag: str = "--debug") -> None:
     """Run a recipe's ``main``; user errors print one line and exit 2 unless ``--debug`` is on the command line."""
     debug = debug_flag in sys.argv
+    use_cpu_when_launched_without_gpus()
     if debug:
         sys.argv.remove(debug_flag)
     try:

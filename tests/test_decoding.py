@@ -134,7 +134,9 @@ def test_decoding_benchmark_runs_and_reports(monkeypatch):
     spec = importlib.util.spec_from_file_location("bench_decoding", os.path.join(REPO, "scripts", "bench_decoding.py"))
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    summary = bench.main(["--synthetic", "--beams", "6", "--slow_users", "3", "--fast_users", "5", "--fast_batch", "2"])
+    summary = bench.main(
+        ["--synthetic", "--beams", "6", "--slow_users", "3", "--fast_users", "5", "--fast_batch", "2"]
+    )
     assert summary["identical_topk"] and summary["invalid"] == 0
     assert summary["users_slow"] == 3 and summary["users_fast"] == 5
     assert summary["speedup_vs_naive"] > 0 and summary["ratio_to_floor"] > 0

@@ -17,6 +17,9 @@ def test_trl_rollout_hook_exists():
     # We rely on TRL's rollout_func (and on it passing extra fields to rewards): fail loudly if TRL changes it.
     assert "rollout_func" in inspect.signature(GRPOTrainer.__init__).parameters
     assert "extra_fields" in inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    # checkpoints carry the synced reference model through these two Trainer methods
+    assert list(inspect.signature(GRPOTrainer._save_checkpoint).parameters) == ["self", "model", "trial"]
+    assert list(inspect.signature(GRPOTrainer._load_optimizer_and_scheduler).parameters) == ["self", "checkpoint"]
 
 
 @pytest.fixture()

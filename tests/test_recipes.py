@@ -4,8 +4,6 @@ import glob
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -15,6 +13,7 @@ from sidrec.configs import EvalConfig, SidrecGRPOConfig, SidrecScriptArguments, 
 from sidrec.utils import UserError, parse_config
 
 from .conftest import REPO
+from .helpers import TINY, recipe
 
 PARSERS = {
     "sft.yaml": (SidrecScriptArguments, SidrecSFTConfig, ModelConfig),
@@ -75,35 +74,6 @@ def test_readme_paths_exist():
     assert paths, "README names no recipe paths"
     missing = [p for p in paths if not os.path.exists(os.path.join(REPO, p))]
     assert missing == []
-
-
-def run(*args, cwd=REPO):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
-
-
-def recipe(script, config, *extra, **flags):
-    """Run ``recipes/{script}.py --config {config}``, ``--key value`` per keyword flag, then ``extra`` (which wins)."""
-    args = [f"recipes/{script}.py", "--config", config]
-    for key, value in flags.items():
-        args += [f"--{key}", str(value)]
-    return run(*args, *extra)
-
-
-TINY = [
-    "--tiny_hidden_size",
-    "32",
-    "--tiny_num_layers",
-    "1",
-    "--tiny_num_heads",
-    "2",
-    "--tiny_num_kv_heads",
-    "1",
-    "--tiny_intermediate_size",
-    "64",
-    "--tiny_tokenizer_vocab_size",
-    "400",
-]
 
 
 def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):

@@ -1,0 +1,40 @@
+"""Run the recipes as a user does: as subprocesses, optionally under ``accelerate launch``."""
+
+import os
+import subprocess
+import sys
+
+from .conftest import REPO
+
+
+def run(*args, cwd=REPO, env=None, launcher=None):
+    """``python *args`` (or ``accelerate launch --config_file <launcher> *args``) in the repo root."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    prefix = [sys.executable]
+    if launcher:
+        prefix = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launcher]
+    return subprocess.run([*prefix, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def recipe(script, config, *extra, env=None, launcher=None, **flags):
+    """Run ``recipes/{script}.py --config {config}``, ``--key value`` per keyword flag, then ``extra`` (which wins)."""
+    args = [f"recipes/{script}.py", "--config", config]
+    for key, value in flags.items():
+        args += [f"--{key}", str(value)]
+    return run(*args, *extra, env=env, launcher=launcher)
+
+
+TINY = [
+    "--tiny_hidden_size",
+    "32",
+    "--tiny_num_layers",
+    "1",
+    "--tiny_num_heads",
+    "2",
+    "--tiny_num_kv_heads",
+    "1",
+    "--tiny_intermediate_size",
+    "64",
+    "--tiny_tokenizer_vocab_size",
+    "400",
+]
