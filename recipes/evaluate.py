@@ -34,7 +34,7 @@ def main():
     check_output_dir(output_dir, eval_args.overwrite_output_dir, resume=eval_args.resume)
     setup_tracking(script_args, output_dir)
     configs = (script_args, eval_args, model_args)
-    summary = RunSummary(output_dir, "eval", configs, eval_args.seed, state.is_main_process)
+    summary = RunSummary(output_dir, "eval", configs, eval_args.seed, state)
     try:
         if state.is_main_process and not eval_args.resume:
             clear_shards(output_dir)  # an overwritten run's shards must not be taken for this run's
@@ -93,7 +93,6 @@ def main():
             )
         summary.data["metrics"] = metrics
         summary.data["outputs"] = [metrics_path, pred_path]
-        summary.data["num_processes"] = state.num_processes
         summary.write("ok")
         ks = [k for k in eval_args.topk if k <= eval_args.num_beams]
         logger.info("%s", "  ".join(f"HR@{k}={metrics[f'HR@{k}']:.4f}" for k in ks))

@@ -29,6 +29,7 @@ def main():
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     state = process_state()
+    training_args.check_global_batch(state.num_processes)
     if not model_args.model_name_or_path:
         raise UserError(
             "set model_name_or_path to the SFT checkpoint to start from (TRL reloads the reference from it)"
@@ -37,7 +38,7 @@ def main():
     check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resume=bool(resume))
     setup_tracking(script_args, training_args.output_dir, training_args)
     configs = (script_args, training_args, model_args)
-    summary = RunSummary(training_args.output_dir, "grpo", configs, training_args.seed, state.is_main_process)
+    summary = RunSummary(training_args.output_dir, "grpo", configs, training_args.seed, state)
     try:
         # Data, checkpoint and layout checks before the model is loaded.
         with summary.timed("load_data"):

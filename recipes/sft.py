@@ -27,11 +27,12 @@ def main():
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     state = process_state()
+    training_args.check_global_batch(state.num_processes)
     resume = resume_arg(training_args.resume_from_checkpoint)
     check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resume=bool(resume))
     setup_tracking(script_args, training_args.output_dir, training_args)
     configs = (script_args, training_args, model_args)
-    summary = RunSummary(training_args.output_dir, "sft", configs, training_args.seed, state.is_main_process)
+    summary = RunSummary(training_args.output_dir, "sft", configs, training_args.seed, state)
     try:
         # Data first: every input error surfaces before a model is built.
         with summary.timed("load_data"):

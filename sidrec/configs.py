@@ -59,6 +59,30 @@ class SidrecTrainingMixin:
         metadata={"help": "Allow writing into a non-empty output_dir (an earlier run's files are replaced)."},
     )
 
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Expected per_device_train_batch_size x gradient_accumulation_steps x processes; the launch fails "
+            "with the grad accumulation to use when they disagree (reference recipes pin 1024)."
+        },
+    )
+
+    def check_global_batch(self, num_processes: int) -> None:
+        """Fail before any work when this launch's process count does not give the recipe's global batch."""
+        if self.global_batch_size is None:
+            return
+        micro, accum = self.per_device_train_batch_size, self.gradient_accumulation_steps
+        if micro * accum * num_processes == self.global_batch_size:
+            return
+        hint = ""
+        if self.global_batch_size % (micro * num_processes) == 0:
+            hint = f"; for {num_processes} processes use gradient_accumulation_steps {self.global_batch_size // (micro * num_processes)}"
+        raise UserError(
+            f"global batch {micro} (per_device_train_batch_size) x {accum} (gradient_accumulation_steps) x "
+            f"{num_processes} (processes) = {micro * accum * num_processes}, but the recipe's global_batch_size is "
+            f"{self.global_batch_size}{hint}"
+        )
+
     def _check_sidrec_fields(self) -> None:
         if self.freeze_llm and self.weight_decay:
             raise UserError(

@@ -163,12 +163,12 @@ class RunSummary:
     """Collects what a run did and writes ``run_summary.json`` atomically: at the start (status "running", which is
     what a killed run leaves behind), and at the end with status "ok" or "failed" and the error.
 
-    Only the main process writes (``is_main_process``); on the others ``write`` does nothing.
+    Only the main process of ``state`` (accelerate's process state) writes; on the others ``write`` does nothing.
     """
 
-    def __init__(self, output_dir: str, stage: str, configs: tuple, seed: int | None, is_main_process: bool = True):
+    def __init__(self, output_dir: str, stage: str, configs: tuple, seed: int | None, state=None):
         self.path = os.path.join(output_dir, "run_summary.json")
-        self.is_main_process = is_main_process
+        self.is_main_process = state is None or state.is_main_process
         self.start = time.time()
         self.data = {
             "stage": stage,
@@ -178,7 +178,7 @@ class RunSummary:
             "config": config_dict(*configs),
             "versions": versions(),
             "git": git_state(),
-            "hardware": hardware(),
+            "hardware": {**hardware(), "processes": state.num_processes if state is not None else 1},
             "data_files": {},
             "wall_time_s": {},
             "metrics": {},

@@ -128,7 +128,7 @@ def test_eval_is_deterministic_and_two_processes_equal_one(sft_run, small_data_d
         assert r.returncode == 0, r.stderr[-3000:]
     r = eval_run(sft_run, small_data_dir, outs[2], launcher=CPU_MULTI)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert json.load(open(os.path.join(outs[2], "run_summary.json")))["num_processes"] == 2
+    assert json.load(open(os.path.join(outs[2], "run_summary.json")))["hardware"]["processes"] == 2
     for name in ("metrics.json", "predictions.jsonl"):
         first = read(os.path.join(outs[0], name))
         assert all(read(os.path.join(o, name)) == first for o in outs[1:]), name

@@ -1,0 +1,121 @@
+"""Distributed: accelerate configs, and SFT / GRPO under two CPU processes (gloo)."""
+
+import glob
+import json
+import math
+import os
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from .conftest import REPO
+from .helpers import TINY, recipe
+
+CONFIGS = os.path.join(REPO, "accelerate_configs")
+CPU_MULTI = os.path.join(CONFIGS, "cpu_multi.yaml")
+
+
+def load(name):
+    with open(os.path.join(CONFIGS, name)) as f:
+        return yaml.safe_load(f)
+
+
+@pytest.mark.parametrize("name", sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIGS, "*.yaml"))))
+def test_every_accelerate_config_is_complete(name):
+    cfg = load(name)
+    for key in ("compute_environment", "distributed_type", "mixed_precision", "num_machines", "num_processes"):
+        assert key in cfg, key
+    # batch sizes and grad accumulation come from the recipe YAML only
+    assert not {k for k in cfg if "batch" in k or "accumulation" in k}
+    assert set(cfg.get("deepspeed_config", {})) <= {
+        "deepspeed_config_file",
+        "deepspeed_multinode_launcher",
+        "zero3_init_flag",
+    }
+
+
+def test_zero2_is_the_pinned_reference_setup():
+    cfg = load("zero2.yaml")
+    assert cfg["distributed_type"] == "DEEPSPEED" and cfg["num_processes"] == 4 and cfg["mixed_precision"] == "bf16"
+    with open(os.path.join(REPO, cfg["deepspeed_config"]["deepspeed_config_file"])) as f:
+        ds = json.load(f)
+    zero = ds["zero_optimization"]
+    assert zero["stage"] == 2 and zero["offload_optimizer"]["device"] == "none" and "offload_param" not in zero
+    assert zero["contiguous_gradients"] and zero["overlap_comm"] and zero["reduce_scatter"]
+    assert zero["reduce_bucket_size"] == zero["allgather_bucket_size"] == 5e8
+    # DeepSpeed takes batch sizes and accumulation from the Trainer (the recipe)
+    assert all(
+        ds[k] == "auto" for k in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
+    )
+
+
+def test_other_configs_name_what_the_docs_say():
+    assert load("ddp.yaml")["distributed_type"] == "MULTI_GPU" and load("ddp.yaml")["num_processes"] == 4
+    assert load("single_gpu.yaml")["num_processes"] == 1 and load("single_gpu.yaml")["mixed_precision"] == "bf16"
+    assert load("cpu.yaml")["use_cpu"] and load("cpu.yaml")["num_processes"] == 1
+    assert load("cpu_multi.yaml")["num_processes"] == 2
+
+
+@pytest.mark.parametrize(
+    "procs, accum, ok",
+    [(1, 16, False), (4, 16, True), (2, 16, False)],
+)
+def test_reference_sft_global_batch_is_checked_against_the_process_count(procs, accum, ok):
+    from trl import ModelConfig, TrlParser
+
+    from sidrec.configs import SidrecScriptArguments, SidrecSFTConfig
+    from sidrec.utils import UserError, parse_config
+
+    path = os.path.join(REPO, "recipes/industrial/qwen2.5-1.5b/sft.yaml")
+    parser = TrlParser((SidrecScriptArguments, SidrecSFTConfig, ModelConfig))
+    _, cfg, _ = parse_config(
+        parser, ["--config", path, "--bf16", "false", "--gradient_accumulation_steps", str(accum)]
+    )
+    if ok:
+        cfg.check_global_batch(procs)
+    else:
+        with pytest.raises(UserError, match=f"use gradient_accumulation_steps {1024 // (16 * procs)}"):
+            cfg.check_global_batch(procs)
+
+
+def test_sft_two_processes_shard_the_data(small_data_dir, tmp_path):
+    out = str(tmp_path / "sft")
+    r = recipe(
+        "sft", "recipes/demo/sft.yaml", *TINY, launcher=CPU_MULTI, data_dir=small_data_dir, output_dir=out,
+        num_train_epochs=1, per_device_train_batch_size=8, eval_strategy="no", early_stopping_patience="null",
+        save_strategy="steps", save_steps=3,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.load(open(os.path.join(out, "run_summary.json")))
+    assert summary["status"] == "ok" and summary["hardware"]["processes"] == 2
+    state = json.load(open(sorted(glob.glob(os.path.join(out, "checkpoint-*", "trainer_state.json")))[-1]))
+    # each optimizer step consumed 8 examples on each of the 2 processes
+    assert state["max_steps"] == math.ceil(summary["metrics"]["num_train_examples"] / 16)
+
+
+def test_grpo_two_processes_sync_the_reference_and_checkpoint(small_data_dir, tmp_path):
+    sft = str(tmp_path / "sft")
+    r = recipe(
+        "sft", "recipes/demo/sft.yaml", *TINY, data_dir=small_data_dir, output_dir=sft, max_steps=2,
+        eval_strategy="no", early_stopping_patience="null",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = str(tmp_path / "grpo")
+    r = recipe(
+        "grpo", "recipes/demo/grpo.yaml", launcher=CPU_MULTI, data_dir=small_data_dir, model_name_or_path=sft,
+        output_dir=out, max_steps=2, per_device_train_batch_size=8, num_generations=4, ref_model_sync_steps=1,
+        save_strategy="steps", save_steps=2, logging_steps=1,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.load(open(os.path.join(out, "run_summary.json")))
+    assert summary["status"] == "ok" and summary["hardware"]["processes"] == 2
+    start, policy = (
+        load_file(os.path.join(sft, "model.safetensors")),
+        load_file(os.path.join(out, "model.safetensors")),
+    )
+    ref = load_file(os.path.join(out, "checkpoint-2", "ref_model.safetensors"))
+    key = "model.layers.0.mlp.down_proj.weight"
+    assert not torch.equal(policy[key], start[key])  # the policy trained
+    assert not torch.equal(ref[key], start[key])  # the reference was synced towards it
