@@ -7,7 +7,7 @@ DEMO_DATA ?= data/synthetic
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0
-	$(PYTHON) -m pip install -e ".[dev]"
+	$(PYTHON) -m pip install -e ".[dev,codebook]"
 
 test:
 	$(PYTHON) -m pytest tests --doctest-modules sidrec -q

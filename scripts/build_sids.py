@@ -1,0 +1,146 @@
+"""Build semantic IDs for a catalog: item text -> embeddings -> residual k-means SIDs, in MiniOneRec's layout.
+
+    python scripts/build_sids.py --data_dir data/mycatalog --category MyShop
+    python scripts/build_sids.py --data_dir ../shared/data/Amazon --category Industrial_and_Scientific \
+        --out_dir data/industrial_ours                      # a copy of the dataset with our SIDs
+    python scripts/build_sids.py ... --encoder Qwen/Qwen3-Embedding-4B --no-balanced
+
+Reads index/<category>.item.json (title, description, ...). Writes, under out_dir (default: data_dir):
+index/<category>.index.json, info/<category>.txt, the train/valid/test CSVs with their SID columns rewritten (when
+data_dir has them), index/<category>.emb.npy (embedding cache), and the codebook report
+index/<category>.codebook.json + .codebook.png. An existing index is replaced only with --force. The last line
+printed is the index path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import glob
+import json
+import logging
+import os
+import shutil
+import sys
+
+from sidrec.codebook import CodebookConfig, build_sids, codebook_report, plot_code_usage
+from sidrec.data.minionerec import CSV_COLUMNS, DataValidationError
+from sidrec.utils import UserError, atomic_write_json, atomic_write_text, run_main
+
+logger = logging.getLogger("sidrec.build_sids")
+
+
+def read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file (expected MiniOneRec's index/<category>.item.json)")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+
+
+def remap_split(src: str, sids: dict[str, list[str]]) -> str:
+    """A split CSV with history_item_sid / item_sid rewritten from item ids (errors name file, row and field)."""
+    out_rows = []
+    with open(src, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataValidationError(src, f"missing column(s) {missing}")
+        for row_no, rec in enumerate(reader, start=1):
+            try:
+                history = ast.literal_eval(rec["history_item_id"])
+            except (ValueError, SyntaxError):
+                raise DataValidationError(src, "not a list literal", row_no, "history_item_id") from None
+            for field, ids in (("history_item_id", history), ("item_id", [rec["item_id"]])):
+                unknown = [i for i in ids if str(i) not in sids]
+                if unknown:
+                    raise DataValidationError(src, f"item id {unknown[0]!r} is not in item.json", row_no, field)
+            rec["history_item_sid"] = repr(["".join(sids[str(i)]) for i in history])
+            rec["item_sid"] = "".join(sids[str(rec["item_id"])])
+            out_rows.append(rec)
+    lines = []
+    writer = csv.writer(_Collect(lines))
+    writer.writerow(CSV_COLUMNS)
+    for rec in out_rows:
+        writer.writerow([rec[c] for c in CSV_COLUMNS])
+    return "".join(lines)
+
+
+class _Collect:
+    def __init__(self, lines):
+        self.lines = lines
+
+    def write(self, text):
+        self.lines.append(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--category", required=True)
+    parser.add_argument("--out_dir", default=None, help="where to write (default: data_dir, in place)")
+    parser.add_argument(
+        "--encoder", default=None, help="sentence-transformers path or Hub id (default: MiniLM, offline)"
+    )
+    parser.add_argument("--fields", nargs="+", default=["title", "description"], help="item.json fields to embed")
+    parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--codes", type=int, default=256, help="codes per level")
+    parser.add_argument(
+        "--balanced",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="capacity-constrained assignment, even clusters (default; --no-balanced for plain k-means)",
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    parser.add_argument("--force", action="store_true", help="replace an existing index in out_dir")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    cat, src, out = args.category, args.data_dir, args.out_dir or args.data_dir
+    items = read_json(os.path.join(src, "index", f"{cat}.item.json"))
+    index_path = os.path.join(out, "index", f"{cat}.index.json")
+    if os.path.exists(index_path) and not args.force:
+        raise UserError(f"{index_path} exists; pass --force to replace it (or choose another --out_dir)")
+    splits = {s: sorted(glob.glob(os.path.join(src, s, f"{cat}*.csv"))) for s in ("train", "valid", "test")}
+    reference = os.path.join(src, "index", f"{cat}.index.json")
+    reference = read_json(reference) if os.path.isfile(reference) else None
+
+    cfg = CodebookConfig(levels=args.levels, codes=args.codes, balanced=args.balanced, seed=args.seed)
+    os.makedirs(os.path.join(out, "index"), exist_ok=True)
+    sids, report = build_sids(
+        items, cfg, tuple(args.fields), args.encoder, args.batch_size, args.device,
+        cache=os.path.join(out, "index", f"{cat}.emb.npy"),
+    )  # fmt: skip
+    if reference:
+        report["reference_index"] = codebook_report([reference[i] for i in sorted(reference)], args.codes)
+
+    # CSVs first (they validate item ids), then the index: a failure leaves the old index in place.
+    for split, paths in splits.items():
+        for path in paths:
+            text = remap_split(path, sids)
+            atomic_write_text(os.path.join(out, split, os.path.basename(path)), text)
+    if os.path.abspath(out) != os.path.abspath(src):
+        shutil.copyfile(os.path.join(src, "index", f"{cat}.item.json"), os.path.join(out, "index", f"{cat}.item.json"))
+    info = "".join(f"{''.join(sids[i])}\t{items[i].get('title', '')}\t{i}\n" for i in sids)
+    existing = sorted(glob.glob(os.path.join(out, "info", f"{cat}*.txt")))  # rewrite in place, never leave a stale one
+    atomic_write_text(existing[0] if len(existing) == 1 else os.path.join(out, "info", f"{cat}.txt"), info)
+    atomic_write_json(os.path.join(out, "index", f"{cat}.codebook.json"), report)
+    plot_code_usage(list(sids.values()), os.path.join(out, "index", f"{cat}.codebook.png"), f"{cat}: code usage")
+    atomic_write_json(index_path, sids)
+    after = report["after_resolution"]
+    logger.info(
+        "%d items, %d distinct SIDs; collisions before resolution %d items (%.2f%%), %d moved; %.1f s",
+        after["items"], after["distinct_sids"], report["before_resolution"]["items_sharing_a_sid"],
+        100 * report["before_resolution"]["collision_rate"], report["moved_to_resolve_collisions"],
+        report["time_s"]["total"],
+    )  # fmt: skip
+    print(index_path)
+
+
+if __name__ == "__main__":
+    run_main(main)
