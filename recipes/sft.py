@@ -72,6 +72,7 @@ def main():
         with summary.timed("train"):
             result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model(training_args.output_dir)
+        trainer.save_state()  # trainer_state.json (log history) beside the model, for the results plots
 
         if state.is_main_process:
             summary.data["metrics"] = {

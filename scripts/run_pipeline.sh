@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# SFT -> eval -> GRPO -> eval -> baselines -> RESULTS.md, resumable: a stage whose run_summary.json says "ok" is
+# skipped; an interrupted SFT or GRPO continues from its last checkpoint.
+#
+#   scripts/run_pipeline.sh --config-dir recipes/industrial/tiny-cpu
+#   scripts/run_pipeline.sh --config-dir recipes/industrial/tiny-cpu --data_dir DIR --category NAME --run-dir DIR
+#
+# The config dir holds sft.yaml, eval.yaml, grpo.yaml (eval.yaml is used for both evals). Results land in
+# --run-dir (default results/<config-dir name>): sft/ eval_sft/ grpo/ eval_grpo/ baselines.json RESULTS.md plots/.
+# The last line printed is the final (after GRPO) metrics.json.
+set -euo pipefail
+
+CONFIG_DIR="" DATA_ARGS=() RUN_DIR="" ACCEL_CONFIG="accelerate_configs/cpu.yaml" DATA_DIR="" CATEGORY=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --config-dir) CONFIG_DIR="$2"; shift 2 ;;
+    --data_dir) DATA_DIR="$2"; DATA_ARGS+=(--data_dir "$2"); shift 2 ;;
+    --category) CATEGORY="$2"; DATA_ARGS+=(--category "$2"); shift 2 ;;
+    --run-dir) RUN_DIR="$2"; shift 2 ;;
+    --accelerate-config) ACCEL_CONFIG="$2"; shift 2 ;;
+    *) echo "error: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[[ -n "$CONFIG_DIR" ]] || { echo "error: --config-dir is required" >&2; exit 2; }
+for f in sft.yaml eval.yaml grpo.yaml; do
+  [[ -f "$CONFIG_DIR/$f" ]] || { echo "error: $CONFIG_DIR/$f does not exist" >&2; exit 2; }
+done
+RUN_DIR="${RUN_DIR:-results/$(basename "$CONFIG_DIR")}"
+mkdir -p "$RUN_DIR"
+LAUNCH=(accelerate launch --config_file "$ACCEL_CONFIG")
+yaml_value() { python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+DATA_DIR="${DATA_DIR:-$(yaml_value "$CONFIG_DIR/sft.yaml" data_dir)}"
+CATEGORY="${CATEGORY:-$(yaml_value "$CONFIG_DIR/sft.yaml" category)}"
+
+done_ok() { python -c "import json, sys; sys.exit(json.load(open(sys.argv[1])).get('status') != 'ok')" "$1/run_summary.json" 2>/dev/null; }
+train_stage() {  # name, script, config, extra args...
+  local name="$1" script="$2" config="$3"; shift 3
+  if done_ok "$RUN_DIR/$name"; then echo "== $name: done, skipped" >&2; return; fi
+  local resume=()
+  if compgen -G "$RUN_DIR/$name/checkpoint-*" > /dev/null; then resume=(--resume_from_checkpoint true); fi
+  echo "== $name" >&2
+  "${LAUNCH[@]}" "recipes/$script.py" --config "$config" "${DATA_ARGS[@]}" --output_dir "$RUN_DIR/$name" \
+    --overwrite_output_dir true "${resume[@]}" "$@" >&2
+}
+eval_stage() {  # name, model dir
+  local name="$1" model="$2"
+  if done_ok "$RUN_DIR/$name"; then echo "== $name: done, skipped" >&2; return; fi
+  local resume=()
+  if [[ -d "$RUN_DIR/$name/shards" ]]; then resume=(--resume true); fi
+  echo "== $name" >&2
+  "${LAUNCH[@]}" recipes/evaluate.py --config "$CONFIG_DIR/eval.yaml" "${DATA_ARGS[@]}" --model_name_or_path "$model" \
+    --output_dir "$RUN_DIR/$name" --overwrite_output_dir true "${resume[@]}" >&2
+}
+
+train_stage sft sft "$CONFIG_DIR/sft.yaml"
+eval_stage eval_sft "$RUN_DIR/sft"
+train_stage grpo grpo "$CONFIG_DIR/grpo.yaml" --model_name_or_path "$RUN_DIR/sft"
+eval_stage eval_grpo "$RUN_DIR/grpo"
+if [[ ! -f "$RUN_DIR/baselines.json" ]]; then
+  echo "== baselines" >&2
+  python -m sidrec.baselines --data_dir "$DATA_DIR" --category "$CATEGORY" --out "$RUN_DIR/baselines.json" >&2
+fi
+python -m sidrec.results "$RUN_DIR" --command "scripts/run_pipeline.sh --config-dir $CONFIG_DIR ${DATA_ARGS[*]} --run-dir $RUN_DIR" >&2
+echo "$RUN_DIR/eval_grpo/metrics.json"
