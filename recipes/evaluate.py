@@ -43,6 +43,11 @@ def main():
             split = eval_args.split
             data = load_dataset(script_args.data_dir, script_args.category, (split,), {split: eval_args.max_samples})
             summary.add_data_files(data.paths.all_files())
+            if eval_args.num_beams > len(data.catalog.vocab):
+                raise UserError(
+                    f"num_beams={eval_args.num_beams} is larger than the catalog's {len(data.catalog.vocab)} distinct "
+                    "SIDs; a ranked list cannot be that long"
+                )
         set_seed(eval_args.seed)
         with summary.timed("load_model"):
             tokenizer = load_tokenizer(model_args.model_name_or_path)
