@@ -171,6 +171,7 @@ def test_eval_rejects_checkpoint_without_sid_tokens(tmp_path, small_data_dir):
         data_dir=small_data_dir,
         model_name_or_path=sft_dir,
         output_dir=tmp_path / "e",
+        num_beams=10,
     )
     assert r.returncode == 2 and "lacks" in r.stderr and "SID tokens" in r.stderr
 
