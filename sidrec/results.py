@@ -58,7 +58,7 @@ def make_plots(run_dir: str, rows: Mapping[str, Mapping]) -> list[str]:
         ("sft", "loss", "SFT train loss"),
         ("sft", "eval_loss", "SFT eval loss (valid, sid_seq)"),
         ("grpo", "reward", "GRPO mean reward"),
-        ("grpo", "rewards/rule/mean", "GRPO hit rate in the 16 beams (rule)"),
+        ("grpo", "rewards/rule/mean", "GRPO rule reward (mean per completion)"),
     ]
     present = [(d, k, t) for d, k, t in curves if any(k in e for e in log_history(os.path.join(run_dir, d)))]
     if present:
