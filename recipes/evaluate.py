@@ -17,7 +17,7 @@ from trl import ModelConfig, TrlParser
 from sidrec.configs import EvalConfig, SidrecScriptArguments
 from sidrec.data import load_dataset
 from sidrec.evaluation import clear_shards, run_sharded_eval, write_eval_outputs
-from sidrec.modeling import check_sid_tokens, load_tokenizer
+from sidrec.modeling import check_sid_tokens, load_tokenizer, prompt_style_of
 from sidrec.tracking import log_eval_metrics, setup_tracking
 from sidrec.utils import RunSummary, UserError, check_output_dir, config_dict, parse_config, process_state, run_main
 
@@ -57,6 +57,7 @@ def main():
                 dtype = torch.bfloat16
             model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
             model = model.to(state.device)
+            summary.data["prompt_style"] = prompt_style_of(model)  # as the checkpoint was trained
 
         # Rank every row's next item shard by shard (shards split across processes), merge, score, write.
         with summary.timed("rank"):

@@ -14,7 +14,7 @@ from trl import ModelConfig, TrlParser
 
 from sidrec.configs import SidrecGRPOConfig, SidrecScriptArguments
 from sidrec.data import build_tasks, fit_to_length, load_dataset
-from sidrec.modeling import check_sid_tokens, disable_attention_dropout, load_tokenizer
+from sidrec.modeling import check_sid_tokens, checkpoint_prompt_style, disable_attention_dropout, load_tokenizer
 from sidrec.rewards import get_reward_funcs
 from sidrec.tracking import active_run_info, setup_tracking
 from sidrec.trainers import SidGRPOTrainer, check_group_layout
@@ -55,14 +55,26 @@ def main():
             check_group_layout(training_args, len(catalog.vocab))
             tokenizer = load_tokenizer(model_args.model_name_or_path)
             check_sid_tokens(tokenizer, catalog.vocab, model_args.model_name_or_path)
-            examples = build_tasks(training_args.rl_tasks, data.splits["train"], catalog, data.paths.splits["train"])
+            style = checkpoint_prompt_style(model_args.model_name_or_path)  # prompt as the SFT did
+            examples = build_tasks(
+                training_args.rl_tasks,
+                data.splits["train"],
+                catalog,
+                data.paths.splits["train"],
+                script_args.max_description_words,
+                style,
+            )
             examples = [ex for ex in examples if ex.completion == ex.target_sid]  # SID answers only
             records = fit_to_length(examples, tokenizer, training_args.max_prompt_tokens)
             train_ds = Dataset.from_dict(
                 {"prompt": [r["prompt"] for r in records], "target_sid": [r["target_sid"] for r in records]}
             )
         logger.info(
-            "RL prompts: %d (tasks %s), rewards %s", len(train_ds), training_args.rl_tasks, training_args.reward_funcs
+            "RL prompts: %d (tasks %s, %s style), rewards %s",
+            len(train_ds),
+            training_args.rl_tasks,
+            style,
+            training_args.reward_funcs,
         )
 
         set_seed(training_args.seed)

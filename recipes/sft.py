@@ -45,8 +45,9 @@ def main():
                 data.catalog,
                 data.paths.splits["train"],
                 script_args.max_description_words,
+                training_args.prompt_style,
             )
-            eval_examples = build_sid_seq(data.splits["valid"], data.paths.splits["valid"])
+            eval_examples = build_sid_seq(data.splits["valid"], data.paths.splits["valid"], training_args.prompt_style)
 
         set_seed(training_args.seed)
         with summary.timed("build_model"):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig, SFTConfig
 
-from sidrec.data.prompts import TASKS
+from sidrec.data.prompts import PROMPT_STYLES, TASKS, check_prompt_style
 from sidrec.decoding import DECODERS
 from sidrec.metrics import DEFAULT_KS
 from sidrec.rewards import PRESETS, REWARDS
@@ -98,6 +98,14 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
         default_factory=lambda: ["sid_seq", "item_alignment"],
         metadata={"help": f"Training tasks, any of {list(TASKS)}. Eval loss is measured on sid_seq over valid."},
     )
+    prompt_style: str = field(
+        default="minionerec",
+        metadata={
+            "help": f"Prompt layout, one of {list(PROMPT_STYLES)}: MiniOneRec's instructions (for pretrained LMs) or "
+            "a short task tag plus the input (for from-scratch models). Saved in the checkpoint's config; GRPO and "
+            "eval use the checkpoint's style."
+        },
+    )
     early_stopping_patience: int | None = field(
         default=3,
         metadata={
@@ -127,6 +135,7 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
         unknown = [t for t in self.sft_tasks if t not in TASKS]
         if unknown or not self.sft_tasks:
             raise UserError(f"sft_tasks {self.sft_tasks}: unknown or empty; known tasks: {list(TASKS)}")
+        check_prompt_style(self.prompt_style)
         if self.early_stopping_patience is not None:
             if self.early_stopping_patience < 1:
                 raise UserError(f"early_stopping_patience must be >= 1 or null, got {self.early_stopping_patience}")

@@ -19,6 +19,7 @@ from sidrec.data.minionerec import Catalog, Interaction
 from sidrec.data.prompts import build_sid_seq, fit_to_length
 from sidrec.decoding import rank_items
 from sidrec.metrics import compute_metrics
+from sidrec.modeling import prompt_style_of
 from sidrec.utils import UserError, atomic_write_json, atomic_write_text
 
 SHARDS_DIR = "shards"
@@ -38,16 +39,18 @@ def evaluate_rows(
     decoder: str = "auto",
 ) -> tuple[dict, list[dict]]:
     """Rank the next item of every row in one go (no shards); returns ``(metrics, predictions)``."""
-    prompts = eval_prompts(rows, tokenizer, max_length, source)
+    prompts = eval_prompts(rows, tokenizer, max_length, source, prompt_style_of(model))
     trie = catalog.vocab.compile(tokenizer)
     ranked = rank_items(model, tokenizer, prompts, trie, num_beams, batch_size, show_progress, decoder)
     predictions = _prediction_records(rows, ranked.sids, ranked.scores)
     return compute_metrics(ranked.sids, [r.item_sid for r in rows], num_beams, ranked.invalid, ks), predictions
 
 
-def eval_prompts(rows: Sequence[Interaction], tokenizer, max_length: int | None, source: str = "") -> list[str]:
+def eval_prompts(
+    rows: Sequence[Interaction], tokenizer, max_length: int | None, source: str = "", style: str = "minionerec"
+) -> list[str]:
     """The sid_seq prompts of ``rows``, trimmed to ``max_length`` (raises before any decoding if one cannot fit)."""
-    return [r["prompt"] for r in fit_to_length(build_sid_seq(rows, source), tokenizer, max_length)]
+    return [r["prompt"] for r in fit_to_length(build_sid_seq(rows, source, style), tokenizer, max_length)]
 
 
 def _prediction_records(rows: Sequence[Interaction], sids, scores) -> list[dict]:
@@ -86,8 +89,9 @@ def run_sharded_eval(
         ``(metrics, predictions)`` on the main process, ``None`` on the others.
     """
     shard_dir = os.path.join(output_dir, SHARDS_DIR)
-    fingerprint = {**fingerprint, "num_rows": len(rows), "shard_size": shard_size}
-    prompts = eval_prompts(rows, tokenizer, max_length, source)  # every prompt is checked before any decoding
+    style = prompt_style_of(model)
+    fingerprint = {**fingerprint, "num_rows": len(rows), "shard_size": shard_size, "prompt_style": style}
+    prompts = eval_prompts(rows, tokenizer, max_length, source, style)  # every prompt is checked before any decoding
     if process_index == 0:
         _check_or_write_fingerprint(shard_dir, fingerprint)
     wait_for_everyone()

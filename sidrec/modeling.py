@@ -12,8 +12,16 @@ import os
 from collections.abc import Iterable
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
+from sidrec.data.prompts import DEFAULT_PROMPT_STYLE, check_prompt_style
 from sidrec.sid import SidVocab
 from sidrec.utils import UserError
 
@@ -66,6 +74,34 @@ def add_sid_tokens(tokenizer, sid_vocab: SidVocab) -> list[int]:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer.convert_tokens_to_ids(new)
+
+
+PROMPT_STYLE_KEY = "sidrec_prompt_style"
+
+
+def set_prompt_style(model, style: str) -> None:
+    """Record the SFT prompt style in the model config, so it is saved with every checkpoint trained from it."""
+    setattr(model.config, PROMPT_STYLE_KEY, style)
+
+
+def _style_in(config) -> str:
+    style = getattr(config, PROMPT_STYLE_KEY, None) or DEFAULT_PROMPT_STYLE
+    check_prompt_style(style)
+    return style
+
+
+def prompt_style_of(model) -> str:
+    """The prompt style ``model`` was trained with (MiniOneRec's for checkpoints that do not record one)."""
+    return _style_in(model.config)
+
+
+def checkpoint_prompt_style(path: str) -> str:
+    """`prompt_style_of` read from a checkpoint's config.json, before (and without) loading its weights."""
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot read the checkpoint's config.json ({e})") from e
+    return _style_in(config)
 
 
 def check_sid_tokens(tokenizer, sid_vocab: SidVocab, where: str) -> None:
@@ -253,6 +289,7 @@ def prepare_sft_model(training_args, model_args, catalog, examples):
         )
     if training_args.freeze_llm:
         freeze_all_but_new_tokens(model, new_ids)
+    set_prompt_style(model, training_args.prompt_style)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %s, %.2fM parameters, vocab %d", type(model).__name__, n_params / 1e6, len(tokenizer))
     return model, tokenizer

@@ -52,6 +52,29 @@ def rule_reward(completions: Sequence[str], target_sid: Sequence[str], **kwargs)
     return [1.0 if hit else 0.0 for hit in _hits(completions, target_sid)]
 
 
+@register("prefix")
+def prefix_reward(completions: Sequence[str], target_sid: Sequence[str], **kwargs) -> list[float]:
+    """The share of SID levels, from the first, that the completion has in common with the target.
+
+    A dense partial credit: most groups contain no exact hit (so ``rule`` and ``ndcg_rule`` give them no signal), but
+    many contain beams in the target's first-level (and second-level) cluster, which RQ codes make similar items.
+
+    Example:
+        >>> prefix_reward(["<a_1><b_2><c_3>", "<a_1><b_2><c_4>", "<a_1><b_5><c_3>", "<a_9><b_2><c_3>"], ["<a_1><b_2><c_3>"] * 4)
+        [1.0, 0.6666666666666666, 0.3333333333333333, 0.0]
+    """
+    out = []
+    for c, t in zip(completions, target_sid, strict=True):
+        got, want = SID_TOKEN_RE.findall(c), SID_TOKEN_RE.findall(t)
+        common = 0
+        for a, b in zip(got, want, strict=False):
+            if a != b:
+                break
+            common += 1
+        out.append(common / len(want) if want else 0.0)
+    return out
+
+
 def ndcg_penalties(group_size: int) -> list[float]:
     """MiniOneRec's rank penalties: ``-1/log2(i+2)`` for beam rank i, scaled so their absolute values sum to 1.
 

@@ -80,6 +80,45 @@ def test_item_alignment_examples_and_no_leak():
     assert [ex.completion for ex in by_item["item 5"]] == ["<a_3><b_1><c_1>", "Leaky"]
 
 
+def test_compact_style_is_tag_and_input():
+    hist = ["<a_1><b_1><c_1>", "<a_1><b_1><c_2>"]
+    cat = catalog([Item("9", "<a_1><b_1><c_9>", "Red Widget", "A sturdy widget.")])
+    tasks = ["sid_seq", "title_seq2sid", "fusion", "item_alignment"]
+    exs = build_tasks(tasks, [row(hist)], cat, style="compact")
+    got = [(ex.prompt(), ex.completion) for ex in exs]
+    assert got == [
+        ("next item: <a_1><b_1><c_1><a_1><b_1><c_2>\n", "<a_1><b_1><c_9>"),
+        ('titles to next item: "title 0", "title 1"\n', "<a_1><b_1><c_9>"),
+        ("next title: <a_1><b_1><c_1><a_1><b_1><c_2>\n", "next title"),
+        ("title to item: Red Widget\n", "<a_1><b_1><c_9>"),
+        ("description to item: A sturdy widget.\n", "<a_1><b_1><c_9>"),
+        ("item to title: <a_1><b_1><c_9>\n", "Red Widget"),
+    ]
+    # the oldest history entry is dropped the same way in both styles
+    assert exs[0].prompt(drop=1) == "next item: <a_1><b_1><c_2>\n"
+    leaky = Item("5", "<a_3><b_1><c_1>", "Leaky", "Its code is <a_3><b_1><c_1> exactly.")
+    assert [ex.completion for ex in build_item_alignment(catalog([leaky]), style="compact")] == [
+        "<a_3><b_1><c_1>",
+        "Leaky",
+    ]
+
+
+def test_title_words_are_seeded_halves_of_long_titles():
+    items = [Item("1", "<a_1><b_1><c_1>", "one two three four five six"), Item("2", "<a_1><b_1><c_2>", "too short")]
+    exs = build_tasks(["title_words"], [], catalog(items))
+    assert [ex.source for ex in exs] == ["item 1", "item 1"]  # two samples, the 2-word title skipped
+    for ex in exs:
+        words = ex.user_text().removeprefix("Which item has a title with the words: ").removesuffix("?").split()
+        assert len(words) == 3 and words == sorted(words, key="one two three four five six".split().index)
+        assert ex.completion == "<a_1><b_1><c_1>" and ex.prompt().startswith("### Instruction:")
+    assert [ex.prompt() for ex in build_tasks(["title_words"], [], catalog(items))] == [ex.prompt() for ex in exs]
+
+
+def test_unknown_prompt_style_is_an_error():
+    with pytest.raises(UserError, match="prompt_style must be one of minionerec, compact"):
+        build_tasks(["sid_seq"], [row(["<a_1><b_1><c_1>"])], catalog([Item("9", "<a_1><b_1><c_9>", "t")]), style="x")
+
+
 def test_leak_detector():
     ex = PromptExample("item_alignment", "i", "Which item is <a_1><b_1>?", "<a_1><b_1>")
     assert leaks_answer(ex)

@@ -87,8 +87,11 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
         output_dir=sft_dir,
         num_train_epochs=2,
         per_device_train_batch_size=16,
+        prompt_style="compact",
     )
     assert r.returncode == 0, r.stderr[-3000:]
+    # the style travels with the checkpoint, so GRPO and eval prompt the model as SFT did
+    assert json.load(open(os.path.join(sft_dir, "config.json")))["sidrec_prompt_style"] == "compact"
     summary = json.load(open(os.path.join(sft_dir, "run_summary.json")))
     assert summary["status"] == "ok" and summary["metrics"]["best_eval_loss"] > 0
     assert set(summary["versions"]) >= {"torch", "transformers", "trl", "accelerate", "sidrec"}
@@ -100,6 +103,7 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
     metrics_path = r.stdout.strip().splitlines()[-1]
     assert metrics_path == os.path.join(eval_dir, "metrics.json")
     metrics = json.load(open(metrics_path))
+    assert json.load(open(os.path.join(eval_dir, "run_summary.json")))["prompt_style"] == "compact"
     assert metrics["invalid"] == 0 and metrics["num_samples"] == 12 and metrics["num_beams"] == 20
     assert {f"HR@{k}" for k in (1, 3, 5, 10, 20)} <= set(metrics) and "HR@50" not in metrics
     assert set(metrics["per_level"]) == {"independent", "cumulative", "top1_dropoff"}
@@ -115,6 +119,8 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
     summary = json.load(open(os.path.join(grpo_dir, "run_summary.json")))
     assert summary["status"] == "ok" and summary["stage"] == "grpo"
     assert summary["metrics"]["last_logged_reward"] is not None
+    assert json.load(open(os.path.join(grpo_dir, "config.json")))["sidrec_prompt_style"] == "compact"
+    assert "compact style" in r.stderr
 
     # a second eval into the same (now non-empty) folder is refused without overwrite, and nothing is lost
     r = recipe("evaluate", "recipes/demo/eval.yaml", **evaluate, overwrite_output_dir="false")
@@ -128,6 +134,7 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
         (["--data_dir", "/nonexistent"], "data_dir does not exist"),
         (["--sft_tasks", "sid_seq", "bogus_task"], "unknown or empty"),
         (["--from_scratch", "false"], "set model_name_or_path"),
+        (["--prompt_style", "chatty"], "prompt_style must be one of minionerec, compact, got 'chatty'"),
     ],
 )
 def test_sft_bad_input_is_one_line_no_traceback(tmp_path, args, message, small_data_dir):

@@ -2,7 +2,15 @@ import math
 
 import pytest
 
-from sidrec.rewards import REWARDS, get_reward_funcs, ndcg_penalties, ndcg_rule_reward, normalize_sid, rule_reward
+from sidrec.rewards import (
+    REWARDS,
+    get_reward_funcs,
+    ndcg_penalties,
+    ndcg_rule_reward,
+    normalize_sid,
+    prefix_reward,
+    rule_reward,
+)
 from sidrec.utils import UserError
 
 
@@ -10,6 +18,13 @@ def test_rule_reward_compares_normalised_sids():
     completions = ["<a_1><b_2><c_3>", " <a_1><b_2><c_3>\n", "<a_1><b_2><c_4>", "garbage"]
     assert rule_reward(completions, ["<a_1><b_2><c_3>"] * 4) == [1.0, 1.0, 0.0, 0.0]
     assert normalize_sid("x<a_1> <b_2>y") == "<a_1><b_2>"
+
+
+def test_prefix_reward_counts_leading_levels_only():
+    target = "<a_1><b_2><c_3>"
+    completions = [target, "<a_1><b_2><c_9>", "<a_1><b_9><c_3>", "<a_9><b_2><c_3>", "", " <a_1>\n<b_2><c_3>"]
+    assert prefix_reward(completions, [target] * 6) == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0, 0.0, 1.0])
+    assert prefix_reward(["<a_1><b_2><c_3><d_4>"], ["<a_1><b_2>"]) == [1.0]  # the target's levels count
 
 
 def test_ndcg_penalties_hand_computed():
@@ -32,6 +47,6 @@ def test_ndcg_rule_reward_groups():
 def test_registry_names_presets_and_unknown():
     assert [f.__name__ for f in get_reward_funcs(["ranking"])] == ["rule", "ndcg_rule"]
     assert [f.__name__ for f in get_reward_funcs(["rule", "rule"])] == ["rule"]
-    assert set(REWARDS) >= {"rule", "ndcg_rule"}
+    assert set(REWARDS) >= {"rule", "ndcg_rule", "prefix"}
     with pytest.raises(UserError, match="unknown reward"):
         get_reward_funcs(["nope"])

@@ -1,15 +1,23 @@
 """Prompt/completion builders for the SFT (and RL) tasks.
 
-The prompts keep the meaning of MiniOneRec's (``### Instruction:``, the user input, ``### Response:``) without its
-generic Alpaca preamble sentence, which costs ~30 tokens per example and says nothing about the task. The completion
-is the answer alone, and TRL appends EOS. Tasks are looked up by name, so a YAML list such as
-``sft_tasks: [sid_seq, item_alignment]`` selects them.
+Two prompt styles:
+
+- ``minionerec`` keeps the meaning of MiniOneRec's prompts (``### Instruction:``, the user input, ``### Response:``)
+  without its generic Alpaca preamble sentence, which costs ~30 tokens per example and says nothing about the task.
+  This is the style for pretrained LMs, which can read the instructions.
+- ``compact`` is a short task tag and the input alone, e.g. ``next item: <a_1><b_2><c_3><a_4><b_5><c_6>``. A
+  from-scratch model cannot read instructions; for it they are ~45 constant tokens of a ~70-token example.
+
+The completion is the answer alone, and TRL appends EOS. Tasks are looked up by name, so a YAML list such as
+``sft_tasks: [sid_seq, item_alignment]`` selects them. The style is chosen at SFT and stored in the checkpoint's
+config (see `sidrec.modeling.checkpoint_prompt_style`), so GRPO and eval prompt a model the way it was trained.
 """
 
 from __future__ import annotations
 
 import ast
 import logging
+import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,15 +32,26 @@ SID_SEQ_INPUT = (
     "Can you predict the next possible item that the user may expect?"
 )
 TITLE_SEQ_INPUT = "The user has interacted with the following items in chronological order: {history}."
+PROMPT_STYLES = ("minionerec", "compact")
+DEFAULT_PROMPT_STYLE = "minionerec"
 
 
-def format_prompt(instruction: str, user_input: str) -> str:
-    r"""Render MiniOneRec's prompt layout; the model's answer follows the final newline.
+def check_prompt_style(style: str) -> None:
+    if style not in PROMPT_STYLES:
+        raise UserError(f"prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
+
+
+def format_prompt(instruction: str, user_input: str, style: str = DEFAULT_PROMPT_STYLE) -> str:
+    r"""Render a prompt in ``style``; the model's answer follows the final newline.
 
     Example:
     >>> format_prompt("Do X.", "Some input.")
     '### Instruction:\nDo X.\n\n### User Input:\nSome input.\n\n### Response:\n'
+    >>> format_prompt("next item", "<a_1><b_2>", "compact")
+    'next item: <a_1><b_2>\n'
     """
+    if style == "compact":
+        return f"{instruction}: {user_input}\n"
     return f"### Instruction:\n{instruction}\n\n### User Input:\n{user_input}\n\n### Response:\n"
 
 
@@ -47,12 +66,17 @@ class PromptExample:
     target_sid: str = ""
     history: tuple[str, ...] = ()
     source: str = ""  # "file, row N" or "item ID", for error messages
+    style: str = DEFAULT_PROMPT_STYLE
+    history_sep: str = ", "
+
+    def user_text(self, drop: int = 0) -> str:
+        """The user input with the history (minus its ``drop`` oldest entries) filled in."""
+        if not self.history:
+            return self.user_input
+        return self.user_input.replace("{history}", self.history_sep.join(self.history[drop:]))
 
     def prompt(self, drop: int = 0) -> str:
-        text = (
-            self.user_input.replace("{history}", ", ".join(self.history[drop:])) if self.history else self.user_input
-        )
-        return format_prompt(self.instruction, text)
+        return format_prompt(self.instruction, self.user_text(drop), self.style)
 
 
 class PromptTooLongError(UserError):
@@ -84,6 +108,7 @@ class RowTask:
     user_input: str
     history: Callable[[Interaction], tuple[str, ...]]
     completion: Callable[[Interaction], str]
+    compact_tag: str  # the whole prompt in the compact style is "<tag>: <history>"
 
 
 def _sid_history(r: Interaction) -> tuple[str, ...]:
@@ -101,6 +126,7 @@ ROW_TASKS: dict[str, RowTask] = {
         SID_SEQ_INPUT,
         _sid_history,
         lambda r: r.item_sid,
+        "next item",
     ),
     # history titles -> next item's SID
     "title_seq2sid": RowTask(
@@ -108,6 +134,7 @@ ROW_TASKS: dict[str, RowTask] = {
         TITLE_SEQ_INPUT,
         _title_history,
         lambda r: r.item_sid,
+        "titles to next item",
     ),
     # history titles -> next item's title
     "title_seq2title": RowTask(
@@ -115,6 +142,7 @@ ROW_TASKS: dict[str, RowTask] = {
         TITLE_SEQ_INPUT,
         _title_history,
         lambda r: r.item_title,
+        "titles to next title",
     ),
     # history SIDs -> next item's title
     "fusion": RowTask(
@@ -122,60 +150,81 @@ ROW_TASKS: dict[str, RowTask] = {
         SID_SEQ_INPUT,
         _sid_history,
         lambda r: r.item_title,
+        "next title",
     ),
 }
 
 
-def build_row_task(name: str, rows: Sequence[Interaction], source: str = "") -> list[PromptExample]:
+def build_row_task(
+    name: str, rows: Sequence[Interaction], source: str = "", style: str = DEFAULT_PROMPT_STYLE
+) -> list[PromptExample]:
     """One example of the row task ``name`` per CSV row; ``source`` (the file) goes into error messages."""
+    check_prompt_style(style)
     task = ROW_TASKS[name]
+    if style == "compact":
+        # Every SID starts with a first-level token, so SIDs need no separator between them.
+        instruction, user_input = task.compact_tag, "{history}"
+        sep = "" if task.history is _sid_history else ", "
+    else:
+        instruction, user_input, sep = task.instruction, task.user_input, ", "
     return [
         PromptExample(
             task=name,
-            instruction=task.instruction,
-            user_input=task.user_input,
+            instruction=instruction,
+            user_input=user_input,
             history=task.history(r),
             completion=task.completion(r),
             target_sid=r.item_sid,
             source=f"{source}, row {i}",
+            style=style,
+            history_sep=sep,
         )
         for i, r in enumerate(rows, start=1)
     ]
 
 
-def build_sid_seq(rows: Sequence[Interaction], source: str = "") -> list[PromptExample]:
+def build_sid_seq(
+    rows: Sequence[Interaction], source: str = "", style: str = DEFAULT_PROMPT_STYLE
+) -> list[PromptExample]:
     """History SIDs -> next item's SID: the main task, and the one evaluated."""
-    return build_row_task("sid_seq", rows, source)
+    return build_row_task("sid_seq", rows, source, style)
 
 
-def build_item_alignment(catalog: Catalog, max_description_words: int = 32) -> list[PromptExample]:
+def build_item_alignment(
+    catalog: Catalog, max_description_words: int = 32, style: str = DEFAULT_PROMPT_STYLE
+) -> list[PromptExample]:
     """Title -> SID, description -> SID and SID -> title, one of each per item.
 
     SID -> title is skipped for SIDs shared by several items (the answer would be ambiguous). An example whose answer
     appears in its own input is dropped: the model must not learn to copy.
     """
+    check_prompt_style(style)
+    compact = style == "compact"
     instruction = "Answer the question about item identification."
     sid_counts = Counter(item.sid for item in catalog.items.values())
     out: list[PromptExample] = []
-    for item in catalog.items.values():
-        src = f"item {item.item_id}"
+
+    def add(compact_tag: str, text: str, completion: str, item) -> None:
         out.append(
             PromptExample(
                 "item_alignment",
-                instruction,
-                f"Which item has the title: {item.title}?",
+                compact_tag if compact else instruction,
+                text,
+                completion,
                 item.sid,
-                item.sid,
-                source=src,
+                source=f"item {item.item_id}",
+                style=style,
             )
         )
+
+    for item in catalog.items.values():
+        add("title to item", item.title if compact else f"Which item has the title: {item.title}?", item.sid, item)
         desc = clean_description(item.description, max_description_words)
         if desc:
-            text = f"An item can be described as follows: {desc} Which item is it describing?"
-            out.append(PromptExample("item_alignment", instruction, text, item.sid, item.sid, source=src))
+            text = desc if compact else f"An item can be described as follows: {desc} Which item is it describing?"
+            add("description to item", text, item.sid, item)
         if sid_counts[item.sid] == 1 and item.title:
-            text = f'What is the title of item "{item.sid}"?'
-            out.append(PromptExample("item_alignment", instruction, text, item.title, item.sid, source=src))
+            add("item to title", item.sid if compact else f'What is the title of item "{item.sid}"?', item.title, item)
     kept = [ex for ex in out if not leaks_answer(ex)]
     if len(kept) < len(out):
         logger.info(
@@ -187,10 +236,49 @@ def build_item_alignment(catalog: Catalog, max_description_words: int = 32) -> l
 def leaks_answer(example: PromptExample) -> bool:
     """True when the completion is written out in the example's own input (a leak for alignment tasks)."""
     answer = example.completion.strip()
-    return bool(answer) and answer in example.prompt().split("### User Input:\n", 1)[1]
+    return bool(answer) and answer in example.user_text()
 
 
-CATALOG_TASKS = {"item_alignment": build_item_alignment}
+TITLE_WORD_SAMPLES = 2
+
+
+def build_title_words(catalog: Catalog, style: str = DEFAULT_PROMPT_STYLE) -> list[PromptExample]:
+    r"""Partial title -> SID: per item, ``TITLE_WORD_SAMPLES`` random halves of its title words (order kept).
+
+    An augmentation of title -> SID, so that the SID is learnt from the title's words rather than from one fixed
+    string. The word choice is seeded by the item ID, so a catalog always gives the same examples. Titles under
+    4 words are skipped (half of them would be hardly any text).
+
+    Example:
+    >>> from sidrec.data.minionerec import Item
+    >>> from sidrec.sid import SidVocab
+    >>> item = Item("7", "<a_1><b_2><c_3>", "Red PLA Filament 1.75mm 1kg Spool")
+    >>> cat = Catalog(items={"7": item}, vocab=SidVocab.from_sids([item.sid]))
+    >>> [ex.prompt() for ex in build_title_words(cat, "compact")]
+    ['title words to item: Red Filament Spool\n', 'title words to item: Red PLA 1kg\n']
+    """
+    check_prompt_style(style)
+    instruction = "title words to item" if style == "compact" else "Answer the question about item identification."
+    out = []
+    for item in catalog.items.values():
+        words = item.title.split()
+        if len(words) < 4:
+            continue
+        for j in range(TITLE_WORD_SAMPLES):
+            rng = random.Random(f"{item.item_id}/{j}")
+            keep = sorted(rng.sample(range(len(words)), len(words) // 2))
+            text = " ".join(words[i] for i in keep)
+            if style != "compact":
+                text = f"Which item has a title with the words: {text}?"
+            out.append(
+                PromptExample(
+                    "title_words", instruction, text, item.sid, item.sid, source=f"item {item.item_id}", style=style
+                )
+            )
+    return [ex for ex in out if not leaks_answer(ex)]
+
+
+CATALOG_TASKS = {"item_alignment": build_item_alignment, "title_words": build_title_words}
 TASKS = (*ROW_TASKS, *CATALOG_TASKS)
 
 
@@ -208,15 +296,18 @@ def build_tasks(
     catalog: Catalog,
     source: str = "",
     max_description_words: int = 32,
+    style: str = DEFAULT_PROMPT_STYLE,
 ) -> list[PromptExample]:
-    """Build the named tasks' examples over ``rows`` (row tasks) and the catalog (catalog tasks)."""
+    """Build the named tasks' examples over ``rows`` (row tasks) and the catalog (catalog tasks), in ``style``."""
     check_task_names(names)
     out: list[PromptExample] = []
     for name in names:
         if name in ROW_TASKS:
-            out.extend(build_row_task(name, rows, source))
+            out.extend(build_row_task(name, rows, source, style))
+        elif name == "item_alignment":
+            out.extend(build_item_alignment(catalog, max_description_words, style))
         else:
-            out.extend(build_item_alignment(catalog, max_description_words))
+            out.extend(build_title_words(catalog, style))
     return out
 
 
