@@ -16,6 +16,8 @@ from sidrec.data.synthetic import SyntheticConfig, make_synthetic_dataset
 from sidrec.results import write_results
 from sidrec.utils import atomic_write_json
 
+from .helpers import run
+
 
 def test_sasrec_trains_and_beats_random(tmp_path):
     # the demo's default synthetic catalog (600 items): random ranking gets HR@10 = 10/600
@@ -73,3 +75,32 @@ def test_results_writer_tables_and_plots(tmp_path):
     for png in ("training_curves.png", "hr_ndcg_at_k.png", "per_level.png"):
         assert os.path.getsize(run / "plots" / png) > 1000 and f"(plots/{png})" in text
     assert json.load(open(run / "baselines.json")) == baselines
+
+
+def test_tuning_log_pairs_evals_with_their_training_runs(tmp_path):
+    def summary(name, stage, command, model=None, wall=10.0, metrics=None):
+        os.makedirs(tmp_path / name)
+        data = {"stage": stage, "command": command, "wall_time_s": {"total": wall}}
+        data["config"] = {"ModelConfig": {"model_name_or_path": model}}
+        atomic_write_json(str(tmp_path / name / "run_summary.json"), data)
+        if metrics:
+            atomic_write_json(str(tmp_path / name / "metrics.json"), metrics)
+
+    m = {"HR@1": 0.01, "HR@10": 0.1, "NDCG@10": 0.05, "HR@50": 0.2}
+    summary("sft", "sft", "recipes/sft.py --config s.yaml --output_dir x --num_train_epochs 10", wall=100)
+    summary("grpo", "grpo", f"recipes/grpo.py --config g.yaml --model_name_or_path {tmp_path}/sft --learning_rate 5e-5",
+            model=str(tmp_path / "sft"), wall=50)  # fmt: skip
+    summary("e1", "eval", "recipes/evaluate.py", model=str(tmp_path / "sft"), metrics=m)
+    summary("e2", "eval", "recipes/evaluate.py", model=str(tmp_path / "grpo"), metrics={**m, "HR@10": 0.12})
+    out = tmp_path / "log"
+    r = run("scripts/tuning_log.py", str(tmp_path / "e1"), str(tmp_path / "e2"), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = (out / "README.md").read_text().splitlines()[-2:]
+    assert rows[0] == "| e1 | `--num_train_epochs 10` | 100 |  |  | 0.0100 | 0.1000 | 0.0500 | 0.2000 |"
+    assert rows[1] == (
+        "| e2 | `--num_train_epochs 10` | 100 | `--learning_rate 5e-5` | 50 | 0.0100 | 0.1200 | 0.0500 | 0.2000 |"
+    )
+    assert sorted(os.listdir(out)) == ["README.md", "e1.eval.json", "e1.sft.json", "e2.eval.json", "e2.grpo.json",
+                                       "e2.sft.json"]  # fmt: skip
+    r = run("scripts/tuning_log.py", str(tmp_path / "sft"))  # a training dir is not an eval dir
+    assert r.returncode != 0 and "metrics.json" in r.stderr
