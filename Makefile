@@ -3,11 +3,11 @@ PYTHON ?= python
 ACCELERATE ?= accelerate launch --config_file accelerate_configs/cpu.yaml
 DEMO_DATA ?= data/synthetic
 
-.PHONY: install test quality style demo demo-data bench bench-quick clean
+.PHONY: install test quality style demo demo-data bench bench-quick reference-smoke standin clean
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0
-	$(PYTHON) -m pip install -e ".[dev,codebook]"
+	DS_BUILD_OPS=0 $(PYTHON) -m pip install -e ".[dev,codebook,deepspeed,standin]"
 
 test:
 	$(PYTHON) -m pytest tests --doctest-modules sidrec -q
@@ -30,6 +30,16 @@ demo: demo-data
 	$(ACCELERATE) recipes/evaluate.py --config recipes/demo/eval_grpo.yaml
 	@$(PYTHON) -m sidrec.report SFT=outputs/demo/eval/metrics.json GRPO=outputs/demo/eval_grpo/metrics.json
 	@echo outputs/demo/eval_grpo/metrics.json
+
+# The reference path at smoke size: recipes/industrial/qwen2.5-1.5b/*.yaml through accelerate_configs/zero2.yaml
+# (DeepSpeed ZeRO-2, 2 processes) on a local Qwen2.5-1.5B-Instruct stand-in and ../shared/data/Amazon.
+# SFT -> eval -> GRPO -> eval, plus LoRA SFT -> eval; checks what ran; last line: the final metrics.json.
+# DEVICE=gpu runs it in bf16 on a GPU machine.
+reference-smoke:
+	PYTHON=$(PYTHON) scripts/reference_smoke.sh
+
+standin:
+	$(PYTHON) -m sidrec.standin --out outputs/standin/qwen2.5-1.5b-instruct --if_missing
 
 # Decoding benchmark (scripts/bench_decoding.py): MiniOneRec-style vs sidrec constrained beam search; last line JSON.
 bench:

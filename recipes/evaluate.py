@@ -11,13 +11,14 @@ An interrupted run continues with --resume true (finished shards are kept).
 import logging
 
 import torch
-from transformers import AutoModelForCausalLM, set_seed
+from transformers import set_seed
 from trl import ModelConfig, TrlParser
 
 from sidrec.configs import EvalConfig, SidrecScriptArguments
 from sidrec.data import load_dataset
 from sidrec.evaluation import clear_shards, run_sharded_eval, write_eval_outputs
-from sidrec.modeling import check_sid_tokens, load_tokenizer, prompt_style_of
+from sidrec.launch import check_launch, describe_process_state
+from sidrec.modeling import check_sid_tokens, get_model, get_tokenizer, prompt_style_of
 from sidrec.tracking import log_eval_metrics, setup_tracking
 from sidrec.utils import RunSummary, UserError, check_output_dir, config_dict, parse_config, process_state, run_main
 
@@ -27,7 +28,8 @@ logger = logging.getLogger("sidrec.evaluate")
 def main():
     script_args, eval_args, model_args = parse_config(TrlParser((SidrecScriptArguments, EvalConfig, ModelConfig)))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state = process_state()
+    check_launch(eval_args.use_cpu)
+    state = process_state(cpu=eval_args.use_cpu)
     if not model_args.model_name_or_path:
         raise UserError("set model_name_or_path to the checkpoint to evaluate (e.g. the SFT output_dir)")
     output_dir = eval_args.output_dir
@@ -50,13 +52,13 @@ def main():
                 )
         set_seed(eval_args.seed)
         with summary.timed("load_model"):
-            tokenizer = load_tokenizer(model_args.model_name_or_path)
+            tokenizer = get_tokenizer(model_args, eval_args.trust_remote_code)
             check_sid_tokens(tokenizer, data.catalog.vocab, model_args.model_name_or_path)
-            dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else None
-            if dtype is None and state.device.type == "cuda":
-                dtype = torch.bfloat16
-            model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
+            # A full checkpoint or an SFT adapter (merged); bfloat16 on CUDA, float32 on CPU unless dtype is set.
+            dtype = torch.bfloat16 if state.device.type == "cuda" else torch.float32
+            model = get_model(model_args, dtype, eval_args.trust_remote_code)
             model = model.to(state.device)
+            summary.data["launch"] = describe_process_state(state, model)
             summary.data["prompt_style"] = prompt_style_of(model)  # as the checkpoint was trained
 
         # Rank every row's next item shard by shard (shards split across processes), merge, score, write.

@@ -8,13 +8,21 @@ YAML gives defaults, CLI flags override; unknown keys fail at launch. Add --debu
 
 import logging
 
+import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, set_seed
+from transformers import set_seed
 from trl import ModelConfig, TrlParser
 
 from sidrec.configs import SidrecGRPOConfig, SidrecScriptArguments
 from sidrec.data import build_tasks, fit_to_length, load_dataset
-from sidrec.modeling import check_sid_tokens, checkpoint_prompt_style, disable_attention_dropout, load_tokenizer
+from sidrec.launch import LaunchReport, check_launch
+from sidrec.modeling import (
+    check_sid_tokens,
+    checkpoint_prompt_style,
+    disable_attention_dropout,
+    get_model,
+    get_tokenizer,
+)
 from sidrec.rewards import get_reward_funcs
 from sidrec.tracking import active_run_info, setup_tracking
 from sidrec.trainers import SidGRPOTrainer, check_group_layout
@@ -28,7 +36,8 @@ def main():
         TrlParser((SidrecScriptArguments, SidrecGRPOConfig, ModelConfig))
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state = process_state()
+    check_launch(training_args.use_cpu, training_args.bf16)
+    state = process_state(cpu=training_args.use_cpu)
     training_args.check_global_batch(state.num_processes)
     if not model_args.model_name_or_path:
         raise UserError(
@@ -53,7 +62,7 @@ def main():
                     f"got {training_args.max_completion_length}"
                 )
             check_group_layout(training_args, len(catalog.vocab))
-            tokenizer = load_tokenizer(model_args.model_name_or_path)
+            tokenizer = get_tokenizer(model_args, training_args.trust_remote_code)
             check_sid_tokens(tokenizer, catalog.vocab, model_args.model_name_or_path)
             style = checkpoint_prompt_style(model_args.model_name_or_path)  # prompt as the SFT did
             examples = build_tasks(
@@ -79,7 +88,9 @@ def main():
 
         set_seed(training_args.seed)
         with summary.timed("build_model"):
-            model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path)
+            # A full SFT checkpoint or an SFT adapter (merged here); dtype follows bf16 unless set.
+            dtype = torch.bfloat16 if training_args.bf16 else torch.float32
+            model = get_model(model_args, dtype, training_args.trust_remote_code)
             if training_args.disable_dropout:
                 disable_attention_dropout(model)
             trainer = SidGRPOTrainer(
@@ -92,6 +103,7 @@ def main():
                 beam_search=training_args.beam_search,
                 rollout_batch_size=training_args.rollout_batch_size,
             )
+            trainer.add_callback(LaunchReport(trainer, summary))  # the engine that actually runs, ref model sync
 
         # Train, save.
         with summary.timed("train"):

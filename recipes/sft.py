@@ -14,7 +14,8 @@ from trl import ModelConfig, SFTTrainer, TrlParser
 from sidrec.configs import SidrecScriptArguments, SidrecSFTConfig
 from sidrec.data import build_tasks, fit_to_length, load_dataset
 from sidrec.data.prompts import build_sid_seq, to_hf_dataset
-from sidrec.modeling import lora_config_for_sids, prepare_sft_model
+from sidrec.launch import LaunchReport, check_launch
+from sidrec.modeling import is_adapter_dir, lora_config_for_sids, prepare_sft_model, save_adapter_config
 from sidrec.tracking import active_run_info, setup_tracking
 from sidrec.utils import RunSummary, check_output_dir, parse_config, process_state, resume_arg, run_main
 
@@ -26,7 +27,8 @@ def main():
         TrlParser((SidrecScriptArguments, SidrecSFTConfig, ModelConfig))
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state = process_state()
+    check_launch(training_args.use_cpu, training_args.bf16)
+    state = process_state(cpu=training_args.use_cpu)
     training_args.check_global_batch(state.num_processes)
     resume = resume_arg(training_args.resume_from_checkpoint)
     check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, resume=bool(resume))
@@ -68,11 +70,14 @@ def main():
             peft_config=lora_config_for_sids(model_args, model),
             callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)] if patience else None,
         )
+        trainer.add_callback(LaunchReport(trainer, summary))  # records the engine that actually runs
 
         # Train (resume_from_checkpoint: true picks the last checkpoint in output_dir), keep the best, save.
         with summary.timed("train"):
             result = trainer.train(resume_from_checkpoint=resume)
         trainer.save_model(training_args.output_dir)
+        if state.is_main_process and is_adapter_dir(training_args.output_dir):
+            save_adapter_config(trainer.model, training_args.output_dir)  # resized vocab + prompt style, for loading
         trainer.save_state()  # trainer_state.json (log history) beside the model, for the results plots
 
         if state.is_main_process:

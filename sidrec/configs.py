@@ -227,6 +227,16 @@ class EvalConfig:
         default=False, metadata={"help": "Continue an interrupted eval in output_dir, keeping its finished shards."}
     )
     seed: int = field(default=42, metadata={"help": "Random seed."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow model and tokenizer code from the checkpoint's repository to run."}
+    )
+    use_cpu: bool = field(
+        default=False,
+        metadata={
+            "help": "Run on the CPU even under a GPU launch config (as the Trainer's use_cpu): how a DeepSpeed "
+            "launch such as accelerate_configs/zero2.yaml evaluates on a machine without CUDA."
+        },
+    )
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow writing into a non-empty output_dir."})
 
     def __post_init__(self):

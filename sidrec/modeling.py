@@ -55,14 +55,92 @@ def build_local_tokenizer(texts: Iterable[str], vocab_size: int, sid_vocab: SidV
     return tokenizer
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bool = False):
     """Load a saved tokenizer; ones we built locally load as `PreTrainedTokenizerFast` (AutoTokenizer mis-reads them)."""
     config_path = os.path.join(path, "tokenizer_config.json")
     if os.path.isfile(config_path):
         with open(config_path) as f:
             if json.load(f).get("tokenizer_class") in _LOCAL_TOKENIZER_CLASSES:
                 return PreTrainedTokenizerFast.from_pretrained(path)
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+
+
+def get_tokenizer(model_args, trust_remote_code: bool = False):
+    """The tokenizer of ``model_args.model_name_or_path`` (a Hub id, a local checkpoint or a PEFT adapter folder)."""
+    revision = model_args.model_revision if model_args.model_revision != "main" else None
+    return load_tokenizer(model_args.model_name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+
+
+# Embedding rows are padded to a multiple of this after adding SID tokens (tensor-core friendly, as Qwen pads its own
+# 151,665 tokens to 151,936 rows).
+EMBEDDING_PAD_MULTIPLE = 64
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def is_adapter_dir(path: str) -> bool:
+    """True for a folder holding a PEFT adapter (what SFT with ``use_peft`` saves), not a full model."""
+    return os.path.isfile(os.path.join(path, ADAPTER_CONFIG))
+
+
+def model_kwargs(model_args, default_dtype: torch.dtype, trust_remote_code: bool = False) -> dict:
+    """``from_pretrained`` keyword arguments from TRL's ModelConfig: dtype, attention, revision, remote code.
+
+    ``dtype`` unset or ``auto`` takes ``default_dtype``: the training precision (``bf16``) in SFT and GRPO, bfloat16
+    on CUDA and float32 on CPU in evaluation. So precision is set in one place, the recipe's ``bf16``.
+    """
+    dtype = default_dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if model_args.model_revision and model_args.model_revision != "main":
+        kwargs["revision"] = model_args.model_revision
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    from trl import get_quantization_config
+
+    quantization = get_quantization_config(model_args)  # load_in_4bit / load_in_8bit (bitsandbytes, CUDA)
+    if quantization is not None:
+        from accelerate import PartialState
+
+        kwargs["quantization_config"] = quantization
+        kwargs["device_map"] = {"": PartialState().local_process_index}
+    return kwargs
+
+
+def get_model(model_args, default_dtype: torch.dtype, trust_remote_code: bool = False):
+    """The one loader for trained checkpoints (GRPO's start, evaluation): a full model, or a PEFT adapter folder.
+
+    An adapter folder (SFT with ``use_peft``) is loaded as its base model (``base_model_name_or_path`` and
+    ``revision`` in ``adapter_config.json``), resized to the SID vocabulary recorded in the folder's ``config.json``,
+    with the adapter and its trained embedding rows applied and merged, so GRPO and eval see one plain model. The
+    prompt style recorded at SFT travels with it.
+    """
+    path = model_args.model_name_or_path
+    kwargs = model_kwargs(model_args, default_dtype, trust_remote_code)
+    if not is_adapter_dir(path):
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    from peft import PeftConfig, PeftModel
+
+    adapter = PeftConfig.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path)
+    kwargs.pop("revision", None)  # the adapter folder's revision; the base's is the one it was trained from
+    if adapter.revision and adapter.revision != "main":
+        kwargs["revision"] = adapter.revision
+    base = AutoModelForCausalLM.from_pretrained(adapter.base_model_name_or_path, **kwargs)
+    rows = config.get_text_config().vocab_size
+    if base.get_input_embeddings().weight.shape[0] != rows:
+        base.resize_token_embeddings(rows, mean_resizing=False)
+    model = PeftModel.from_pretrained(base, path).merge_and_unload()
+    if config.get_text_config().tie_word_embeddings:
+        model.tie_weights()
+    if hasattr(config, PROMPT_STYLE_KEY):
+        set_prompt_style(model, getattr(config, PROMPT_STYLE_KEY))
+    logger.info("loaded %s with the adapter in %s (merged)", adapter.base_model_name_or_path, path)
+    return model
+
+
+def save_adapter_config(model, output_dir: str) -> None:
+    """Write the (resized, prompt-style-carrying) base config beside a saved adapter, for `get_model`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.config.save_pretrained(output_dir)
 
 
 def add_sid_tokens(tokenizer, sid_vocab: SidVocab) -> list[int]:
@@ -209,12 +287,21 @@ def disable_attention_dropout(model) -> int:
 
 
 def load_pretrained_with_sids(path: str, tokenizer, sid_vocab: SidVocab, **model_kwargs):
-    """Load a pretrained causal LM, add the SID tokens to its tokenizer and resize the embeddings (mean-initialised)."""
+    """Load a pretrained causal LM, add the SID tokens to its tokenizer and resize the embeddings.
+
+    New rows are mean-initialised; the row count is padded to a multiple of `EMBEDDING_PAD_MULTIPLE`.
+    """
     model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
     new_ids = add_sid_tokens(tokenizer, sid_vocab)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
-    logger.info("added %d SID tokens to %s (vocab now %d)", len(new_ids), path, len(tokenizer))
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=EMBEDDING_PAD_MULTIPLE)
+    logger.info(
+        "added %d SID tokens to %s (tokenizer %d, embedding rows %d)",
+        len(new_ids),
+        path,
+        len(tokenizer),
+        model.get_input_embeddings().weight.shape[0],
+    )
     return model, new_ids
 
 
@@ -280,13 +367,10 @@ def prepare_sft_model(training_args, model_args, catalog, examples):
     else:
         if not model_args.model_name_or_path:
             raise UserError("set model_name_or_path (a Hub id or local path), or from_scratch: true for a tiny model")
-        tokenizer = load_tokenizer(model_args.model_name_or_path)
-        model_kwargs = {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation}
-        if model_args.dtype not in (None, "auto"):
-            model_kwargs["dtype"] = getattr(torch, model_args.dtype)
-        model, new_ids = load_pretrained_with_sids(
-            model_args.model_name_or_path, tokenizer, catalog.vocab, **model_kwargs
-        )
+        tokenizer = get_tokenizer(model_args, training_args.trust_remote_code)
+        dtype = torch.bfloat16 if training_args.bf16 else torch.float32
+        kwargs = model_kwargs(model_args, dtype, training_args.trust_remote_code)
+        model, new_ids = load_pretrained_with_sids(model_args.model_name_or_path, tokenizer, catalog.vocab, **kwargs)
     if training_args.freeze_llm:
         freeze_all_but_new_tokens(model, new_ids)
     set_prompt_style(model, training_args.prompt_style)
@@ -304,7 +388,11 @@ def lora_config_for_sids(model_args, model):
     from trl import get_peft_config
 
     peft_config = get_peft_config(model_args)
-    if peft_config is None or peft_config.modules_to_save:
+    if peft_config is None:
+        return None
+    if model_args.model_revision and model_args.model_revision != "main":
+        peft_config.revision = model_args.model_revision  # `get_model` reloads the base at this revision
+    if peft_config.modules_to_save:
         return peft_config
     names = {id(m): n.rsplit(".", 1)[-1] for n, m in model.named_modules()}
     modules = [names[id(model.get_input_embeddings())]]

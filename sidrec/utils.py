@@ -216,12 +216,15 @@ def use_cpu_when_launched_without_gpus() -> None:
     with the gloo backend instead. A no-op when CUDA is present or the run is not distributed.
     """
     import torch
+    from accelerate.utils import parse_flag_from_env
 
+    if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
+        return
     if "LOCAL_RANK" in os.environ and not torch.cuda.is_available():
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
 
 
-def process_state():
+def process_state(cpu: bool = False):
     """Accelerate's process state, on CPU when the launch asked for it (``use_cpu`` configs, or the fallback above).
 
     Recipes create it before the Trainer does, so it must honour ``ACCELERATE_USE_CPU`` as the Trainer would.
@@ -229,11 +232,20 @@ def process_state():
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    from sidrec.launch import check_process_count
+
+    state = PartialState(cpu=cpu or parse_flag_from_env("ACCELERATE_USE_CPU"))
+    check_process_count(state)
+    return state
 
 
 def run_main(main: Callable[[], None], debug_flag: str = "--debug") -> None:
-    """Run a recipe's ``main``; user errors print one line and exit 2 unless ``--debug`` is on the command line."""
+    """Run a recipe's ``main``.
+
+    A `UserError` (bad input or configuration) prints one ``error:`` line and exits 2, unless ``--debug`` is on the
+    command line. Any other failure (inside torch, accelerate, DeepSpeed, transformers, or a bug) keeps its full
+    traceback, followed by a one-line summary naming where it was raised, and exits 1.
+    """
     debug = debug_flag in sys.argv
     use_cpu_when_launched_without_gpus()
     if debug:
@@ -245,14 +257,57 @@ def run_main(main: Callable[[], None], debug_flag: str = "--debug") -> None:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:
+        import traceback
+
+        traceback.print_exc()
+        print(f"error: {one_line_summary(e)} (traceback above)", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def one_line_summary(exc: BaseException) -> str:
+    r"""``Type: first line of the message [in module]``, where the module is the library frame that raised it.
+
+    Example:
+        >>> one_line_summary(ValueError("bad thing\nmore detail"))
+        'ValueError: bad thing'
+    """
+    import traceback
+
+    first = (str(exc).strip().splitlines() or [""])[0]
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        path = frames[-1].filename
+        marker = f"{os.sep}site-packages{os.sep}"
+        if marker in path:
+            where = f" [in {path.split(marker, 1)[1].split(os.sep, 1)[0]}]"
+    return f"{type(exc).__name__}: {first}{where}"
+
+
+# The parser's own messages for keys no config class knows (typos in YAML or on the command line).
+_UNKNOWN_ARG_MESSAGES = (
+    "Unknown arguments from config file",
+    "Some specified arguments are not used",
+    "Some keys are",
+)
 
 
 def parse_config(parser, args: list[str] | None = None):
-    """``parser.parse_args_and_config`` with unknown YAML keys failing the launch (reported as a user error)."""
+    """``parser.parse_args_and_config`` with unknown YAML keys failing the launch (reported as a user error).
+
+    Only the parser's unknown-key errors and our own validation (`UserError`) become one-line errors; an error raised
+    while a library builds its objects (e.g. accelerate's DeepSpeed plugin inside ``TrainingArguments``) keeps its
+    traceback, since it is not a typo in the user's config.
+    """
     try:
         return parser.parse_args_and_config(args=args, fail_with_unknown_args=True)
+    except UserError:
+        raise
     except ValueError as e:
-        raise UserError(str(e)) from None
+        if str(e).startswith(_UNKNOWN_ARG_MESSAGES):
+            raise UserError(str(e)) from None
+        raise
 
 
 def resume_arg(value):

@@ -38,3 +38,33 @@ TINY = [
     "--tiny_tokenizer_vocab_size",
     "400",
 ]
+
+
+# Imported at interpreter start-up of every process of a recipe run (PYTHONPATH): adds a Trainer callback that kills
+# the process (os._exit, no cleanup) right after the checkpoint of step SIDREC_TEST_KILL_AT_STEP is saved.
+KILLER = """
+import os
+_step = int(os.environ.get("SIDREC_TEST_KILL_AT_STEP", "0"))
+if _step:
+    import transformers
+
+    class _Kill(transformers.TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step >= _step:
+                os._exit(137)
+
+    _init = transformers.Trainer.__init__
+
+    def _patched(self, *args, **kwargs):
+        _init(self, *args, **kwargs)
+        self.add_callback(_Kill())
+
+    transformers.Trainer.__init__ = _patched
+"""
+
+
+def killer_env(tmp_path, step):
+    folder = tmp_path / "killer"
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text(KILLER)
+    return {"PYTHONPATH": f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "SIDREC_TEST_KILL_AT_STEP": step}

@@ -119,3 +119,29 @@ def test_lora_trains_adapters_and_sid_embeddings(small_data, small_tokenizer, ti
     head, emb = trainer.model.get_output_embeddings(), trainer.model.get_input_embeddings()
     assert head.weight.data_ptr() == emb.weight.data_ptr()
     assert torch.equal(base, trainer.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight)
+
+
+def test_pretrained_checkpoint_gets_sid_tokens_and_rows_padded_to_64(small_data, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    from sidrec.modeling import load_pretrained_with_sids, load_tokenizer
+
+    # a "pretrained" checkpoint of 300 tokens and 300 embedding rows, without SID tokens
+    backend = Tokenizer(models.WordLevel({f"w{i}": i for i in range(299)} | {"<eos>": 299}, unk_token="<eos>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>")
+    cfg = Qwen2Config(
+        vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+        intermediate_size=32, tie_word_embeddings=True,
+    )  # fmt: skip
+    Qwen2ForCausalLM(cfg).save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "base")
+
+    tokenizer = load_tokenizer(str(tmp_path / "base"))
+    model, new_ids = load_pretrained_with_sids(str(tmp_path / "base"), tokenizer, small_data.catalog.vocab)
+    n_sid = len(small_data.catalog.vocab.level_tokens())
+    assert new_ids == list(range(300, 300 + n_sid))  # appended after the 300 old ids, in level order
+    rows = model.get_input_embeddings().weight.shape[0]
+    assert rows == ((300 + n_sid + 63) // 64) * 64 and rows >= 300 + n_sid  # e.g. 300 + 40 -> 384
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
