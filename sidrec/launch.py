@@ -8,6 +8,7 @@ Trainer built: its class, ZeRO stage, precision, process count and how the optim
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from transformers import TrainerCallback
@@ -44,8 +45,6 @@ def check_launch(use_cpu: bool, bf16: bool = False) -> None:
 
 def check_process_count(state) -> None:
     """The process group must span every process the launcher started (``WORLD_SIZE``), or each would work alone."""
-    import os
-
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if state.num_processes != launched:
         raise RuntimeError(

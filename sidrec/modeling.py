@@ -65,9 +65,14 @@ def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bo
     return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
 
 
+def _revision(value: str | None) -> str | None:
+    """A revision worth passing on: None for unset and for ``main`` (TRL's default, the Hub's default branch)."""
+    return value if value and value != "main" else None
+
+
 def get_tokenizer(model_args, trust_remote_code: bool = False):
     """The tokenizer of ``model_args.model_name_or_path`` (a Hub id, a local checkpoint or a PEFT adapter folder)."""
-    revision = model_args.model_revision if model_args.model_revision != "main" else None
+    revision = _revision(model_args.model_revision)
     return load_tokenizer(model_args.model_name_or_path, revision=revision, trust_remote_code=trust_remote_code)
 
 
@@ -90,7 +95,7 @@ def model_kwargs(model_args, default_dtype: torch.dtype, trust_remote_code: bool
     """
     dtype = default_dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
-    if model_args.model_revision and model_args.model_revision != "main":
+    if _revision(model_args.model_revision):
         kwargs["revision"] = model_args.model_revision
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
@@ -122,7 +127,7 @@ def get_model(model_args, default_dtype: torch.dtype, trust_remote_code: bool = 
     adapter = PeftConfig.from_pretrained(path)
     config = AutoConfig.from_pretrained(path)
     kwargs.pop("revision", None)  # the adapter folder's revision; the base's is the one it was trained from
-    if adapter.revision and adapter.revision != "main":
+    if _revision(adapter.revision):
         kwargs["revision"] = adapter.revision
     base = AutoModelForCausalLM.from_pretrained(adapter.base_model_name_or_path, **kwargs)
     rows = config.get_text_config().vocab_size
@@ -390,7 +395,7 @@ def lora_config_for_sids(model_args, model):
     peft_config = get_peft_config(model_args)
     if peft_config is None:
         return None
-    if model_args.model_revision and model_args.model_revision != "main":
+    if _revision(model_args.model_revision):
         peft_config.revision = model_args.model_revision  # `get_model` reloads the base at this revision
     if peft_config.modules_to_save:
         return peft_config

@@ -177,6 +177,11 @@ def build_standin(
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        # Name the class as Qwen's own checkpoints do, so AutoTokenizer takes the same path as for the real model.
+        config_path = os.path.join(tmp, "tokenizer_config.json")
+        with open(config_path) as f:
+            tokenizer_config = json.load(f)
+        atomic_write_json(config_path, {**tokenizer_config, "tokenizer_class": "Qwen2Tokenizer"})
         atomic_write_json(
             os.path.join(tmp, "standin.json"),
             {"of": "Qwen/Qwen2.5-1.5B-Instruct", "seed": seed, "shape": {k: values[k] for k in STANDIN_SHAPE}},

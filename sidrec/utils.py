@@ -213,12 +213,14 @@ def use_cpu_when_launched_without_gpus() -> None:
 
     Accelerate starts CPU processes only through mpirun; its torchrun launcher sets LOCAL_RANK, and without CUDA each
     process would then train alone. ``ACCELERATE_USE_CPU`` makes accelerate (and the HF Trainer) join the processes
-    with the gloo backend instead. A no-op when CUDA is present or the run is not distributed.
+    with the gloo backend instead. A no-op when CUDA is present or the run is not distributed, and never applied to a
+    DeepSpeed launch (it would turn DeepSpeed into DDP): there `sidrec.launch.check_launch` asks for ``use_cpu``.
     """
     import torch
-    from accelerate.utils import parse_flag_from_env
 
-    if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
+    from sidrec.launch import deepspeed_launch
+
+    if deepspeed_launch():
         return
     if "LOCAL_RANK" in os.environ and not torch.cuda.is_available():
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")

@@ -89,6 +89,23 @@ def sft(standin, small_data_dir, tmp_path_factory):
     return out
 
 
+def test_standin_has_qwen25_tokenizer_and_config(standin):
+    from transformers import AutoConfig, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(standin)
+    assert type(tok).__name__ == "Qwen2Tokenizer" and len(tok) == 151643 + 22
+    # byte-level ids: '!' is 0, so '1' (0x31) is 0x31 - 0x21 = 16; Qwen splits numbers into single digits
+    assert tok("12345")["input_ids"] == [16, 17, 18, 19, 20]
+    assert tok("Hello world")["input_ids"] == [9707, 1879]
+    assert tok("<|im_start|>user<|im_end|>")["input_ids"] == [151644, 872, 151645]
+    assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<|im_end|>", "<|endoftext|>", None)
+    chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert chat.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    cfg = AutoConfig.from_pretrained(standin)
+    assert cfg.model_type == "qwen2" and cfg.tie_word_embeddings and cfg.vocab_size == QWEN_ROWS
+    assert (cfg.num_key_value_heads, cfg.rope_parameters["rope_theta"], cfg.rms_norm_eps) == (2, 1e6, 1e-6)
+
+
 def assert_zero2(launch):
     assert launch["engine"] == "deepspeed.runtime.engine.DeepSpeedEngine", launch
     assert launch["distributed_type"] == "DEEPSPEED" and launch["zero_stage"] == 2
