@@ -44,29 +44,25 @@ GRPO_SIZE=(--max_train_rows 32 --max_steps 2 --per_device_train_batch_size 16 --
   --logging_steps 1 --warmup_steps 1)
 
 step() { echo "== $*" >&2; }
+# stage TITLE SCRIPT YAML MODEL OUT_SUBDIR [recipe args...]: one recipe through zero2.yaml, its output to stderr.
+stage() {
+  local title=$1 script=$2 yaml=$3 model=$4 out=$5
+  shift 5
+  step "$title"
+  "${LAUNCH[@]}" "recipes/$script.py" --config "$REF/$yaml" "${COMMON[@]}" --model_name_or_path "$model" \
+    --output_dir "$OUT/$out" "$@" >&2
+}
 
 step "stand-in checkpoint: $STANDIN"
 "$PYTHON" -m sidrec.standin --out "$STANDIN" --if_missing >&2
 
-step "SFT (zero2, $NPROC processes)"
-"${LAUNCH[@]}" recipes/sft.py --config $REF/sft.yaml "${COMMON[@]}" --model_name_or_path "$STANDIN" \
-  --output_dir "$OUT/sft" "${SFT_SIZE[@]}" "${DEV[@]}" >&2
-step "eval SFT"
-"${LAUNCH[@]}" recipes/evaluate.py --config $REF/eval.yaml "${COMMON[@]}" --model_name_or_path "$OUT/sft" \
-  --output_dir "$OUT/eval" "${EVAL_SIZE[@]}" "${EVAL_DEV[@]}" >&2
-step "GRPO (zero2, $NPROC processes)"
-"${LAUNCH[@]}" recipes/grpo.py --config $REF/grpo.yaml "${COMMON[@]}" --model_name_or_path "$OUT/sft" \
-  --output_dir "$OUT/grpo" "${GRPO_SIZE[@]}" "${DEV[@]}" >&2
-step "eval GRPO"
-"${LAUNCH[@]}" recipes/evaluate.py --config $REF/eval_grpo.yaml "${COMMON[@]}" --model_name_or_path "$OUT/grpo" \
-  --output_dir "$OUT/eval_grpo" "${EVAL_SIZE[@]}" "${EVAL_DEV[@]}" >&2
-step "SFT with LoRA (zero2, $NPROC processes)"
-"${LAUNCH[@]}" recipes/sft.py --config $REF/sft.yaml "${COMMON[@]}" --model_name_or_path "$STANDIN" \
-  --output_dir "$OUT/sft_lora" "${SFT_SIZE[@]}" "${DEV[@]}" --use_peft true --lora_r 8 --lora_alpha 16 \
-  --lora_target_modules q_proj k_proj v_proj o_proj >&2
-step "eval LoRA SFT (base + adapter)"
-"${LAUNCH[@]}" recipes/evaluate.py --config $REF/eval.yaml "${COMMON[@]}" --model_name_or_path "$OUT/sft_lora" \
-  --output_dir "$OUT/eval_lora" "${EVAL_SIZE[@]}" "${EVAL_DEV[@]}" >&2
+stage "SFT (zero2, $NPROC processes)" sft sft.yaml "$STANDIN" sft "${SFT_SIZE[@]}" "${DEV[@]}"
+stage "eval SFT" evaluate eval.yaml "$OUT/sft" eval "${EVAL_SIZE[@]}" "${EVAL_DEV[@]}"
+stage "GRPO (zero2, $NPROC processes)" grpo grpo.yaml "$OUT/sft" grpo "${GRPO_SIZE[@]}" "${DEV[@]}"
+stage "eval GRPO" evaluate eval_grpo.yaml "$OUT/grpo" eval_grpo "${EVAL_SIZE[@]}" "${EVAL_DEV[@]}"
+stage "SFT with LoRA (zero2, $NPROC processes)" sft sft.yaml "$STANDIN" sft_lora "${SFT_SIZE[@]}" "${DEV[@]}" \
+  --use_peft true --lora_r 8 --lora_alpha 16 --lora_target_modules q_proj k_proj v_proj o_proj
+stage "eval LoRA SFT (base + adapter)" evaluate eval.yaml "$OUT/sft_lora" eval_lora "${EVAL_SIZE[@]}" "${EVAL_DEV[@]}"
 
 step "check what ran"
 "$PYTHON" -m sidrec.smoke "$OUT" --processes "$NPROC" >&2

@@ -57,22 +57,32 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
 
 
+def _class_name(obj) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def describe_process_state(state, model) -> dict:
+    """The process group a run joined and its model's precision; what evaluation (no Trainer, no engine) records."""
+    dtype = _dtype_name(next(model.parameters()).dtype)
+    return {
+        "distributed_type": str(state.distributed_type).rsplit(".", 1)[-1],
+        "num_processes": state.num_processes,
+        "device": str(state.device),
+        "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
+        "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
+        "engine": None,
+        "zero_stage": None,
+        "param_dtype": dtype,
+        "precision": dtype,
+    }
+
+
 def describe_engine(trainer) -> dict:
     """What the Trainer actually built: read from the live engine, not from the config that asked for it."""
     accelerator = trainer.accelerator
     engine = trainer.model_wrapped
-    model = accelerator.unwrap_model(engine)
-    info = {
-        "distributed_type": str(accelerator.distributed_type).rsplit(".", 1)[-1],
-        "num_processes": accelerator.num_processes,
-        "engine": f"{type(engine).__module__}.{type(engine).__qualname__}",
-        "device": str(accelerator.device),
-        "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
-        "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
-        "zero_stage": None,
-        "param_dtype": _dtype_name(next(model.parameters()).dtype),
-        "precision": accelerator.mixed_precision,
-    }
+    info = describe_process_state(accelerator.state, accelerator.unwrap_model(engine))
+    info.update(engine=_class_name(engine), precision=accelerator.mixed_precision)
     try:
         from deepspeed import DeepSpeedEngine
     except ImportError:
@@ -131,7 +141,7 @@ class LaunchReport(TrainerCallback):
         info = describe_engine(self.trainer)
         ref = getattr(self.trainer, "ref_model", None)
         if ref is not None:
-            info["ref_model_engine"] = f"{type(ref).__module__}.{type(ref).__qualname__}"
+            info["ref_model_engine"] = _class_name(ref)
             self._ref_start = _probe_parameter(self._ref_model())
         self.summary.data["launch"] = info
         self.summary.write()
@@ -144,18 +154,3 @@ class LaunchReport(TrainerCallback):
         change = float((now - self._ref_start).abs().max())
         self.summary.data["launch"]["ref_model_max_abs_change"] = change
         self.summary.write()
-
-
-def describe_process_state(state, model) -> dict:
-    """`describe_engine` for runs without a Trainer (evaluation): the process group and the model's precision."""
-    return {
-        "distributed_type": str(state.distributed_type).rsplit(".", 1)[-1],
-        "num_processes": state.num_processes,
-        "device": str(state.device),
-        "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
-        "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
-        "engine": None,
-        "zero_stage": None,
-        "param_dtype": _dtype_name(next(model.parameters()).dtype),
-        "precision": _dtype_name(next(model.parameters()).dtype),
-    }
