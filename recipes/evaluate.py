@@ -16,7 +16,7 @@ from trl import ModelConfig, TrlParser
 
 from sidrec.configs import EvalConfig, SidrecScriptArguments
 from sidrec.data import load_dataset
-from sidrec.evaluation import clear_shards, run_sharded_eval, write_eval_outputs
+from sidrec.evaluation import clear_shards, run_sharded_eval, sample_rows, write_eval_outputs
 from sidrec.launch import check_launch, describe_process_state
 from sidrec.modeling import check_sid_tokens, get_model, get_tokenizer, prompt_style_of
 from sidrec.tracking import log_eval_metrics, setup_tracking
@@ -43,8 +43,10 @@ def main():
         # Data and checkpoint checks before any decoding.
         with summary.timed("load_data"):
             split = eval_args.split
-            data = load_dataset(script_args.data_dir, script_args.category, (split,), {split: eval_args.max_samples})
+            first_n = eval_args.max_samples if eval_args.sample_seed is None else None
+            data = load_dataset(script_args.data_dir, script_args.category, (split,), {split: first_n})
             summary.add_data_files(data.paths.all_files())
+            rows = sample_rows(data.splits[split], eval_args.max_samples, eval_args.sample_seed or 0)
             if eval_args.num_beams > len(data.catalog.vocab):
                 raise UserError(
                     f"num_beams={eval_args.num_beams} is larger than the catalog's {len(data.catalog.vocab)} distinct "
@@ -67,14 +69,15 @@ def main():
                 "model": model_args.model_name_or_path,
                 "data": summary.data["data_files"],
                 **{
-                    k: getattr(eval_args, k) for k in ("split", "max_samples", "num_beams", "batch_size", "max_length")
+                    k: getattr(eval_args, k)
+                    for k in ("split", "max_samples", "sample_seed", "num_beams", "batch_size", "max_length")
                 },
                 "decoder": eval_args.decoder,
             }
             result = run_sharded_eval(
                 model,
                 tokenizer,
-                data.splits[split],
+                rows,
                 data.catalog,
                 output_dir,
                 fingerprint,

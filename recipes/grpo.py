@@ -10,11 +10,12 @@ import logging
 
 import torch
 from datasets import Dataset
-from transformers import set_seed
+from transformers import EarlyStoppingCallback, set_seed
 from trl import ModelConfig, TrlParser
 
 from sidrec.configs import SidrecGRPOConfig, SidrecScriptArguments
 from sidrec.data import build_tasks, fit_to_length, load_dataset
+from sidrec.evaluation import ranking_eval_for
 from sidrec.launch import LaunchReport, check_launch
 from sidrec.modeling import (
     check_sid_tokens,
@@ -25,7 +26,7 @@ from sidrec.modeling import (
 )
 from sidrec.rewards import get_reward_funcs
 from sidrec.tracking import active_run_info, setup_tracking
-from sidrec.trainers import SidGRPOTrainer, check_group_layout
+from sidrec.trainers import SidGRPOTrainer, best_model_record, check_group_layout
 from sidrec.utils import RunSummary, UserError, check_output_dir, parse_config, process_state, resume_arg, run_main
 
 logger = logging.getLogger("sidrec.grpo")
@@ -51,9 +52,9 @@ def main():
     try:
         # Data, checkpoint and layout checks before the model is loaded.
         with summary.timed("load_data"):
-            data = load_dataset(
-                script_args.data_dir, script_args.category, ("train",), {"train": script_args.max_train_rows}
-            )
+            max_rows = {"train": script_args.max_train_rows, "valid": script_args.max_valid_rows}
+            splits = ("train", "valid") if training_args.ranking_eval_rows != 0 else ("train",)
+            data = load_dataset(script_args.data_dir, script_args.category, splits, max_rows)
             summary.add_data_files(data.paths.all_files())
             catalog = data.catalog
             if training_args.max_completion_length != catalog.sid_length + 1:
@@ -78,6 +79,24 @@ def main():
             train_ds = Dataset.from_dict(
                 {"prompt": [r["prompt"] for r in records], "target_sid": [r["target_sid"] for r in records]}
             )
+            ranking = None
+            if "valid" in data.splits:
+                valid_source = data.paths.splits["valid"]
+                ranking = ranking_eval_for(
+                    training_args,
+                    data.splits["valid"],
+                    catalog,
+                    tokenizer,
+                    style,
+                    training_args.max_prompt_tokens,
+                    valid_source,
+                )
+            # Trainer wants an eval_dataset whenever it evaluates; the ranking eval ranks these same rows.
+            eval_ds = None
+            if ranking is not None:
+                eval_ds = Dataset.from_dict(
+                    {"prompt": ranking.prompts, "target_sid": [r.item_sid for r in ranking.rows]}
+                )
         logger.info(
             "RL prompts: %d (tasks %s, %s style), rewards %s",
             len(train_ds),
@@ -98,8 +117,13 @@ def main():
                 reward_funcs=get_reward_funcs(training_args.reward_funcs),
                 args=training_args,
                 train_dataset=train_ds,
+                eval_dataset=eval_ds,
                 processing_class=tokenizer,
                 sid_trie=catalog.vocab.compile(tokenizer),
+                ranking_eval=ranking,
+                callbacks=[EarlyStoppingCallback(patience)]
+                if (patience := training_args.early_stopping_patience)
+                else None,
                 beam_search=training_args.beam_search,
                 rollout_batch_size=training_args.rollout_batch_size,
             )
@@ -115,6 +139,7 @@ def main():
             history = [h for h in trainer.state.log_history if "reward" in h]
             summary.data["metrics"] = {
                 **result.metrics,
+                **(best_model_record(trainer) if ranking is not None else {}),
                 "num_prompts": len(train_ds),
                 "first_logged_reward": history[0]["reward"] if history else None,
                 "last_logged_reward": history[-1]["reward"] if history else None,

@@ -9,14 +9,16 @@ YAML gives defaults, CLI flags override; unknown keys fail at launch. Add --debu
 import logging
 
 from transformers import EarlyStoppingCallback, set_seed
-from trl import ModelConfig, SFTTrainer, TrlParser
+from trl import ModelConfig, TrlParser
 
 from sidrec.configs import SidrecScriptArguments, SidrecSFTConfig
 from sidrec.data import build_tasks, fit_to_length, load_dataset
 from sidrec.data.prompts import build_sid_seq, to_hf_dataset
+from sidrec.evaluation import ranking_eval_for
 from sidrec.launch import LaunchReport, check_launch
 from sidrec.modeling import is_adapter_dir, lora_config_for_sids, prepare_sft_model, save_adapter_config
 from sidrec.tracking import active_run_info, setup_tracking
+from sidrec.trainers import SidSFTTrainer, best_model_record
 from sidrec.utils import RunSummary, check_output_dir, parse_config, process_state, resume_arg, run_main
 
 logger = logging.getLogger("sidrec.sft")
@@ -56,12 +58,26 @@ def main():
             model, tokenizer = prepare_sft_model(training_args, model_args, data.catalog, examples)
             train_ds = to_hf_dataset(fit_to_length(examples, tokenizer, training_args.max_length))
             eval_ds = to_hf_dataset(fit_to_length(eval_examples, tokenizer, training_args.max_length))
+            valid = data.splits["valid"]
+            ranking = ranking_eval_for(
+                training_args,
+                valid,
+                data.catalog,
+                tokenizer,
+                training_args.prompt_style,
+                training_args.max_length,
+                data.paths.splits["valid"],
+            )
         logger.info(
-            "train examples: %d (tasks %s), valid examples: %d", len(train_ds), training_args.sft_tasks, len(eval_ds)
+            "train examples: %d (tasks %s), valid examples: %d, ranked at each eval: %s",
+            len(train_ds),
+            training_args.sft_tasks,
+            len(eval_ds),
+            len(ranking.rows) if ranking else 0,
         )
 
         patience = training_args.early_stopping_patience
-        trainer = SFTTrainer(
+        trainer = SidSFTTrainer(
             model=model,
             args=training_args,
             train_dataset=train_ds,
@@ -69,6 +85,7 @@ def main():
             processing_class=tokenizer,
             peft_config=lora_config_for_sids(model_args, model),
             callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)] if patience else None,
+            ranking_eval=ranking,
         )
         trainer.add_callback(LaunchReport(trainer, summary))  # records the engine that actually runs
 
@@ -83,8 +100,7 @@ def main():
         if state.is_main_process:
             summary.data["metrics"] = {
                 **result.metrics,
-                "best_eval_loss": trainer.state.best_metric,
-                "best_checkpoint": trainer.state.best_model_checkpoint,
+                **best_model_record(trainer),
                 "epochs_run": trainer.state.epoch,
                 "num_train_examples": len(train_ds),
             }

@@ -38,9 +38,10 @@ SFT_SIZE=(--max_train_rows 256 --max_valid_rows 16 --max_steps 4 --per_device_tr
   --gradient_accumulation_steps 2 --global_batch_size "$GLOBAL" --eval_strategy steps --eval_steps 2
   --per_device_eval_batch_size 8 --logging_steps 1 --warmup_steps 1)
 EVAL_SIZE=(--max_samples 32 --batch_size 8)
-# One prompt x 16 beams per process per step; the reference model is synced after every step.
+# One prompt x 16 beams per process per step; the reference model is synced after every step; the ranking eval
+# (16 valid users, split across the processes) runs and picks the checkpoint at step 2.
 GRPO_SIZE=(--max_train_rows 32 --max_steps 2 --per_device_train_batch_size 16 --gradient_accumulation_steps 1
-  --global_batch_size $((16 * NPROC)) --ref_model_sync_steps 1 --save_strategy steps --save_steps 2
+  --global_batch_size $((16 * NPROC)) --ref_model_sync_steps 1 --eval_steps 2 --max_valid_rows 16
   --logging_steps 1 --warmup_steps 1)
 
 step() { echo "== $*" >&2; }

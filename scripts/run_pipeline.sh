@@ -5,12 +5,15 @@
 #   scripts/run_pipeline.sh --config-dir recipes/industrial/tiny-cpu
 #   scripts/run_pipeline.sh --config-dir recipes/industrial/tiny-cpu --data_dir DIR --category NAME --run-dir DIR
 #
+# The run dir records what made it (pipeline.json: data dir, category, data and config file hashes). Re-running into
+# it with other data or configs stops before any work (exit 2); --restart clears it and starts over.
+#
 # The config dir holds sft.yaml, eval.yaml, grpo.yaml (eval.yaml is used for both evals). Results land in
 # --run-dir (default results/<config-dir name>): sft/ eval_sft/ grpo/ eval_grpo/ baselines.json RESULTS.md plots/.
 # The last line printed is the final (after GRPO) metrics.json.
 set -euo pipefail
 
-CONFIG_DIR="" DATA_ARGS=() RUN_DIR="" ACCEL_CONFIG="accelerate_configs/cpu.yaml" DATA_DIR="" CATEGORY=""
+CONFIG_DIR="" DATA_ARGS=() RUN_DIR="" ACCEL_CONFIG="accelerate_configs/cpu.yaml" DATA_DIR="" CATEGORY="" RESTART=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --config-dir) CONFIG_DIR="$2"; shift 2 ;;
@@ -18,6 +21,7 @@ while [[ $# -gt 0 ]]; do
     --category) CATEGORY="$2"; DATA_ARGS+=(--category "$2"); shift 2 ;;
     --run-dir) RUN_DIR="$2"; shift 2 ;;
     --accelerate-config) ACCEL_CONFIG="$2"; shift 2 ;;
+    --restart) RESTART=(--restart); shift ;;
     *) echo "error: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -26,11 +30,13 @@ for f in sft.yaml eval.yaml grpo.yaml; do
   [[ -f "$CONFIG_DIR/$f" ]] || { echo "error: $CONFIG_DIR/$f does not exist" >&2; exit 2; }
 done
 RUN_DIR="${RUN_DIR:-results/$(basename "$CONFIG_DIR")}"
-mkdir -p "$RUN_DIR"
 LAUNCH=(accelerate launch --config_file "$ACCEL_CONFIG")
 yaml_value() { python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 DATA_DIR="${DATA_DIR:-$(yaml_value "$CONFIG_DIR/sft.yaml" data_dir)}"
 CATEGORY="${CATEGORY:-$(yaml_value "$CONFIG_DIR/sft.yaml" category)}"
+# The stages' data and config must be those that made the results already in the run dir (or there are none yet).
+python -m sidrec.pipeline --run-dir "$RUN_DIR" --config-dir "$CONFIG_DIR" --data_dir "$DATA_DIR" --category "$CATEGORY" \
+  --accelerate-config "$ACCEL_CONFIG" "${RESTART[@]}"
 
 done_ok() { python -c "import json, sys; sys.exit(json.load(open(sys.argv[1])).get('status') != 'ok')" "$1/run_summary.json" 2>/dev/null; }
 train_stage() {  # name, script, config, extra args...

@@ -9,6 +9,7 @@ from trl import GRPOConfig, SFTConfig
 from sidrec.data.prompts import PROMPT_STYLES, TASKS, check_prompt_style
 from sidrec.decoding import DECODERS
 from sidrec.metrics import DEFAULT_KS
+from sidrec.modeling import SID_EMBEDDING_INITS
 from sidrec.rewards import PRESETS, REWARDS
 from sidrec.tracking import TrackingArguments
 from sidrec.utils import UserError
@@ -59,6 +60,31 @@ class SidrecTrainingMixin:
         metadata={"help": "Allow writing into a non-empty output_dir (an earlier run's files are replaced)."},
     )
 
+    ranking_eval_rows: int | None = field(
+        default=1000,
+        metadata={
+            "help": "Valid rows ranked at each evaluation by the constrained beam search of recipes/evaluate.py "
+            "(eval_hr@K, eval_ndcg@K for K = 1, 5, 10); a fixed subset drawn with ranking_eval_seed, null for the "
+            "whole split, 0 for none (SFT then selects on eval_loss)."
+        },
+    )
+    ranking_eval_beams: int = field(
+        default=50, metadata={"help": "Beams of the ranking eval (>= 10); 50 gives the same lists as evaluation."}
+    )
+    ranking_eval_seed: int = field(
+        default=42,
+        metadata={
+            "help": "Seed that draws the ranking eval's rows (recipes/evaluate.py --max_samples N --sample_seed S "
+            "ranks the same ones)."
+        },
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop after this many evaluations without a better metric_for_best_model (eval_ndcg@10 with a "
+            "ranking eval, else eval_loss); null disables. With any evaluation the best checkpoint is loaded at the end."
+        },
+    )
     global_batch_size: int | None = field(
         default=None,
         metadata={
@@ -82,6 +108,32 @@ class SidrecTrainingMixin:
             f"{num_processes} (processes) = {micro * accum * num_processes}, but the recipe's global_batch_size is "
             f"{self.global_batch_size}{hint}"
         )
+
+    def _setup_model_selection(self, ranking_required: bool) -> None:
+        """Checkpoints are chosen (and training stopped) on eval_ndcg@10 when there is a ranking eval."""
+        evaluating = str(self.eval_strategy) not in ("no", "IntervalStrategy.NO")
+        if self.ranking_eval_rows is not None and self.ranking_eval_rows < 0:
+            raise UserError(f"ranking_eval_rows must be >= 0 or null, got {self.ranking_eval_rows}")
+        if self.ranking_eval_beams < 10:
+            raise UserError(f"ranking_eval_beams must be >= 10 (NDCG@10 is reported), got {self.ranking_eval_beams}")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise UserError(f"early_stopping_patience must be >= 1 or null, got {self.early_stopping_patience}")
+            if not evaluating:
+                raise UserError("early_stopping_patience needs evaluation: set eval_strategy to 'epoch' or 'steps'")
+        if not evaluating:
+            return
+        ranking = self.ranking_eval_rows != 0
+        if ranking_required and not ranking:
+            raise UserError("GRPO evaluates by next-item ranking: set ranking_eval_rows (or eval_strategy: no)")
+        if self.metric_for_best_model is None:
+            self.metric_for_best_model = "eval_ndcg@10" if ranking else "eval_loss"
+        elif ranking_required and not self.metric_for_best_model.removeprefix("eval_").startswith(("hr@", "ndcg@")):
+            raise UserError("metric_for_best_model must be a ranking metric (eval_ndcg@10, eval_hr@5, ...)")
+        self.load_best_model_at_end = True  # the best checkpoint by that metric is the saved model
+        self.save_strategy = self.eval_strategy
+        if str(self.eval_strategy).endswith("steps"):
+            self.save_steps = self.eval_steps
 
     def _check_sidrec_fields(self) -> None:
         if self.freeze_llm and self.weight_decay:
@@ -109,7 +161,16 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
     early_stopping_patience: int | None = field(
         default=3,
         metadata={
-            "help": "Stop after this many evaluations without a better eval_loss (best checkpoint kept); null disables."
+            "help": "Stop after this many evaluations without a better metric_for_best_model (eval_ndcg@10 with a "
+            "ranking eval, else eval_loss); null disables. With any evaluation the best checkpoint is loaded at the end."
+        },
+    )
+    sid_embedding_init: str = field(
+        default="default",
+        metadata={
+            "help": "How new SID token embeddings start: default (random from scratch, the vocabulary mean for a "
+            "pretrained LM) or text (each code at the mean residual text vector of its items: the packaged MiniLM "
+            "encoder + PCA from scratch, the title-token embeddings of a pretrained LM)."
         },
     )
     from_scratch: bool = field(
@@ -136,19 +197,12 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
         if unknown or not self.sft_tasks:
             raise UserError(f"sft_tasks {self.sft_tasks}: unknown or empty; known tasks: {list(TASKS)}")
         check_prompt_style(self.prompt_style)
-        if self.early_stopping_patience is not None:
-            if self.early_stopping_patience < 1:
-                raise UserError(f"early_stopping_patience must be >= 1 or null, got {self.early_stopping_patience}")
-            if str(self.eval_strategy) in ("no", "IntervalStrategy.NO"):
-                raise UserError("early_stopping_patience needs evaluation: set eval_strategy to 'epoch' or 'steps'")
-            # Early stopping keeps the best checkpoint by eval loss.
-            self.load_best_model_at_end = True
-            self.metric_for_best_model = "eval_loss"
-            self.greater_is_better = False
-            self.save_strategy = self.eval_strategy
-            if str(self.eval_strategy).endswith("steps"):
-                self.save_steps = self.eval_steps
+        if self.sid_embedding_init not in SID_EMBEDDING_INITS:
+            raise UserError(
+                f"sid_embedding_init must be one of {list(SID_EMBEDDING_INITS)}, got {self.sid_embedding_init!r}"
+            )
         self._check_sidrec_fields()
+        self._setup_model_selection(ranking_required=False)
         super().__post_init__()
 
 
@@ -189,6 +243,10 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
         if self.rollout_batch_size < 1:
             raise UserError("rollout_batch_size must be positive")
         self._check_sidrec_fields()
+        self._setup_model_selection(ranking_required=True)
+        if str(self.eval_strategy) not in ("no", "IntervalStrategy.NO"):
+            # Evaluation ranks next items and runs no eval rollouts: GRPOConfig's eval-group check must not apply.
+            self.num_generations_eval = 1
         super().__post_init__()
 
 
@@ -209,7 +267,19 @@ class EvalConfig:
             "constraint processor, for comparison) or auto (tree unless the attention cannot take a tree mask)."
         },
     )
-    max_samples: int | None = field(default=None, metadata={"help": "Evaluate only the first N rows of the split."})
+    max_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate only N rows of the split: the first N, or N drawn with sample_seed when it is set."
+        },
+    )
+    sample_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "With max_samples, draw the rows at random with this seed (the rows a training run's ranking "
+            "eval ranks with ranking_eval_seed) instead of taking the first N."
+        },
+    )
     max_length: int = field(
         default=512, metadata={"help": "Prompt token budget; the oldest history items are dropped to fit."}
     )

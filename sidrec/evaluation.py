@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from collections.abc import Sequence
 
@@ -25,25 +26,86 @@ from sidrec.utils import UserError, atomic_write_json, atomic_write_text
 SHARDS_DIR = "shards"
 
 
-def evaluate_rows(
-    model,
-    tokenizer,
-    rows: Sequence[Interaction],
-    catalog: Catalog,
-    num_beams: int,
-    batch_size: int = 8,
-    max_length: int | None = 512,
-    ks: Sequence[int] = (1, 3, 5, 10, 20, 50),
-    source: str = "",
-    show_progress: bool = True,
-    decoder: str = "auto",
-) -> tuple[dict, list[dict]]:
-    """Rank the next item of every row in one go (no shards); returns ``(metrics, predictions)``."""
-    prompts = eval_prompts(rows, tokenizer, max_length, source, prompt_style_of(model))
-    trie = catalog.vocab.compile(tokenizer)
-    ranked = rank_items(model, tokenizer, prompts, trie, num_beams, batch_size, show_progress, decoder)
-    predictions = _prediction_records(rows, ranked.sids, ranked.scores)
-    return compute_metrics(ranked.sids, [r.item_sid for r in rows], num_beams, ranked.invalid, ks), predictions
+def sample_rows(rows: Sequence[Interaction], n: int | None, seed: int) -> list[Interaction]:
+    """``n`` rows drawn at random with ``seed``, kept in split order (all rows when ``n`` is None or too large).
+
+    The training-time ranking eval and ``recipes/evaluate.py --max_samples N --sample_seed S`` draw the same rows.
+
+    >>> [r for r in sample_rows(list("abcdef"), 3, seed=0)]
+    ['a', 'd', 'f']
+    >>> sample_rows(list("abc"), None, seed=0)
+    ['a', 'b', 'c']
+    """
+    if n is None or n >= len(rows):
+        return list(rows)
+    keep = sorted(random.Random(seed).sample(range(len(rows)), n))
+    return [rows[i] for i in keep]
+
+
+class RankingEval:
+    """HR@K / NDCG@K of next-item ranking on fixed rows, decoded and scored exactly as ``recipes/evaluate.py`` does.
+
+    Built once before training (every prompt is checked then); each call ranks one process's contiguous share of the
+    rows, and `score` turns all shares (gathered by the trainer) into metrics.
+
+    Args:
+        rows (`Sequence[Interaction]`): The rows to rank (e.g. `sample_rows` of the valid split).
+        catalog (`Catalog`): Their catalog (the SID trie).
+        tokenizer: The model's tokenizer (with the SID tokens).
+        style (`str`): The prompt style the model is trained with.
+        num_beams (`int`): Beams, the length of each ranked list.
+        batch_size (`int`): Prompts per decoding batch.
+        max_length (`int`, *optional*): Prompt token budget (oldest history items dropped), as in evaluation.
+        ks (`Sequence[int]`): The cut-offs reported.
+        source (`str`): The split's file, for error messages.
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[Interaction],
+        catalog: Catalog,
+        tokenizer,
+        style: str,
+        num_beams: int,
+        batch_size: int,
+        max_length: int | None,
+        ks: Sequence[int] = (1, 5, 10),
+        source: str = "",
+    ):
+        if not rows:
+            raise UserError("the ranking eval needs at least one row")
+        if num_beams < max(ks):
+            raise UserError(f"ranking eval: num_beams={num_beams} is below the largest cut-off K={max(ks)}")
+        self.rows, self.num_beams, self.batch_size, self.ks = list(rows), num_beams, batch_size, tuple(ks)
+        self.prompts = eval_prompts(self.rows, tokenizer, max_length, source, style)
+        self.trie = catalog.vocab.compile(tokenizer)
+        if num_beams > self.trie.num_sids:
+            raise UserError(
+                f"ranking eval: num_beams={num_beams} is larger than the catalog's {self.trie.num_sids} SIDs"
+            )
+
+    def share(self, process_index: int, num_processes: int) -> range:
+        """This process's contiguous block of rows (blocks differ in length by at most one)."""
+        n = len(self.rows)
+        return range(process_index * n // num_processes, (process_index + 1) * n // num_processes)
+
+    def rank(self, model, tokenizer, process_index: int = 0, num_processes: int = 1) -> dict:
+        """Rank this process's share; returns ``{"start", "sids", "invalid"}`` for `score`."""
+        mine = self.share(process_index, num_processes)
+        prompts = self.prompts[mine.start : mine.stop]
+        ranked = rank_items(model, tokenizer, prompts, self.trie, self.num_beams, self.batch_size, False)
+        return {"start": mine.start, "sids": ranked.sids, "invalid": ranked.invalid}
+
+    def score(self, shares: Sequence[dict]) -> dict:
+        """Metrics over all shares: ``hr@K``, ``ndcg@K`` for each K, ``invalid`` and ``ranked_rows``."""
+        shares = sorted(shares, key=lambda s: s["start"])
+        sids = [row for s in shares for row in s["sids"]]
+        if len(sids) != len(self.rows):
+            raise RuntimeError(f"ranking eval: got {len(sids)} ranked rows for {len(self.rows)}")
+        invalid = sum(s["invalid"] for s in shares)
+        m = compute_metrics(sids, [r.item_sid for r in self.rows], self.num_beams, invalid, self.ks)
+        out = {f"{name.lower()}@{k}": m[f"{name}@{k}"] for name in ("HR", "NDCG") for k in self.ks}
+        return {**out, "invalid": invalid, "ranked_rows": len(sids)}
 
 
 def eval_prompts(
@@ -156,3 +218,21 @@ def write_eval_outputs(output_dir: str, metrics: dict, predictions: list[dict]) 
     atomic_write_text(pred_path, "".join(json.dumps(p) + "\n" for p in predictions))
     atomic_write_json(metrics_path, metrics)
     return metrics_path, pred_path
+
+
+def ranking_eval_for(
+    args, rows: Sequence[Interaction], catalog: Catalog, tokenizer, style: str, max_length, source=""
+):
+    """The `RankingEval` a training config asks for (``ranking_eval_rows`` of ``rows``), or None without evaluation."""
+    if str(args.eval_strategy) in ("no", "IntervalStrategy.NO") or args.ranking_eval_rows == 0:
+        return None
+    return RankingEval(
+        sample_rows(rows, args.ranking_eval_rows, args.ranking_eval_seed),
+        catalog,
+        tokenizer,
+        style,
+        num_beams=args.ranking_eval_beams,
+        batch_size=args.per_device_eval_batch_size,
+        max_length=max_length,
+        source=source,
+    )

@@ -98,6 +98,45 @@ def make_plots(run_dir: str, rows: Mapping[str, Mapping]) -> list[str]:
     return paths
 
 
+def versus_baseline(model: Mapping, baseline: Mapping, ks=(1, 3, 5, 10)) -> tuple[bool, str]:
+    """Whether ``model`` is above ``baseline`` on HR@K and NDCG@K for every K, and a markdown table saying where.
+
+    >>> ok, table = versus_baseline({"HR@1": 0.2, "NDCG@1": 0.2}, {"HR@1": 0.1, "NDCG@1": 0.1}, ks=(1,))
+    >>> ok
+    True
+    >>> print(table.splitlines()[-1])
+    | K=1 | 0.2000 vs 0.1000 (+0.1000) | 0.2000 vs 0.1000 (+0.1000) |
+    """
+    lines = ["| K | HR@K (model vs baseline) | NDCG@K (model vs baseline) |", "| --- | --- | --- |"]
+    ok = True
+    for k in ks:
+        cells = []
+        for name in ("HR", "NDCG"):
+            a, b = model[f"{name}@{k}"], baseline[f"{name}@{k}"]
+            ok &= a > b
+            cells.append(f"{a:.4f} vs {b:.4f} ({a - b:+.4f})")
+        lines.append(f"| K={k} | " + " | ".join(cells) + " |")
+    return ok, "\n".join(lines)
+
+
+def selection_lines(run_dir: str) -> list[str]:
+    """How each training stage chose its checkpoint on valid (from run_summary.json)."""
+    out = []
+    for name, train, _ in STAGES:
+        metrics = (_load(os.path.join(run_dir, train, "run_summary.json")) or {}).get("metrics") or {}
+        evals = [e for e in metrics.get("evaluations", []) if "eval_ndcg@10" in e]
+        if not evals:
+            continue
+        where = "epoch" if name == "SFT" else "step"
+        best = max(evals, key=lambda e: e["eval_ndcg@10"])
+        curve = ", ".join(f"{e[where]:g}: {e['eval_ndcg@10']:.4f}" for e in evals)
+        out.append(
+            f"- {name}: {metrics.get('metric_for_best_model')} on {evals[0].get('eval_ranked_rows')} valid users "
+            f"after each {where} ({curve}); kept {where} {best[where]:g} (HR@10 {best['eval_hr@10']:.4f})."
+        )
+    return out
+
+
 def write_results(run_dir: str, command: str = "") -> str:
     """Collect the run's metrics into RESULTS.md (atomically); returns its path."""
     rows, walls = {}, {}
@@ -116,6 +155,22 @@ def write_results(run_dir: str, command: str = "") -> str:
     if command:
         lines += ["Made by:", "", "```bash", command, "```", ""]
     lines += ["## HR@K and NDCG@K (test split)", "", metrics_table(all_rows), ""]
+    final = rows.get("RL (GRPO)") or rows.get("SFT")
+    transition = baselines.get("metrics", {}).get("last-item transition")
+    if final and transition:
+        name = "RL (GRPO)" if "RL (GRPO)" in rows else "SFT"
+        ok, table = versus_baseline(final, transition)
+        verdict = "above" if ok else "NOT above"
+        lines += [
+            f"**{name} vs the last-item transition baseline**: {verdict} it on HR@K and NDCG@K for every K "
+            "in 1, 3, 5, 10.",
+            "",
+            table,
+            "",
+        ]
+    selection = selection_lines(run_dir)
+    if selection:
+        lines += ["Checkpoints were chosen on the valid split only:", "", *selection, ""]
     if walls:
         lines += ["Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in walls.items() if v), ""]
     for name, m in rows.items():

@@ -67,6 +67,14 @@ def check_stage(out_dir: str, name: str, kind: str, processes: int) -> tuple[dic
             problems.append(f"{name}: optimizer state not partitioned across ranks ({shares})")
         losses = _losses(run_dir)
         row["loss"] = f"{losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "-"
+        # the ranking eval ran in every process and chose the checkpoint
+        metrics = summary.get("metrics") or {}
+        evals = [e for e in metrics.get("evaluations", []) if "eval_ndcg@10" in e]
+        row["ranking_evals"] = len(evals)
+        if not evals or metrics.get("metric_for_best_model") != "eval_ndcg@10":
+            problems.append(f"{name}: no ranking eval chose the checkpoint ({metrics.get('metric_for_best_model')})")
+        elif any(not e.get("eval_ranked_rows") for e in evals):
+            problems.append(f"{name}: a ranking eval ranked no rows ({evals})")
     if name.startswith("sft"):
         losses = _losses(run_dir)
         if len(losses) < 2 or not losses[-1] < losses[0]:

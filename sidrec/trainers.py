@@ -4,20 +4,76 @@ from __future__ import annotations
 
 import os
 
+from accelerate.utils import gather_object
 from safetensors.torch import load_model, save_model
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from trl import GRPOTrainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
+from trl import GRPOTrainer, SFTTrainer
 from trl.models import unwrap_model_for_generation
 
 from sidrec.decoding import rank_items, sample_items
+from sidrec.evaluation import RankingEval
 from sidrec.sid import SidTrie
 from sidrec.utils import UserError
 
 REF_MODEL_CHECKPOINT = "ref_model.safetensors"
 
 
-class SidGRPOTrainer(GRPOTrainer):
-    """Only change from GRPOTrainer: rollouts come from SID-constrained decoding instead of free sampling.
+class RankingEvalMixin:
+    """Adds ranking metrics to every evaluation: ``eval_hr@K`` and ``eval_ndcg@K`` of the constrained beam search of
+    ``recipes/evaluate.py`` on fixed rows (a `RankingEval`, usually a seeded subset of the valid split).
+
+    Each process ranks its share of the rows; the shares are gathered to every process, so all of them log, select and
+    stop on the same numbers. With ``ranking_only`` the parent's own evaluation loop is skipped (GRPO: its eval would
+    run rollouts and a loss that nothing uses). The hook is ``evaluation_loop``, which ``Trainer.evaluate`` calls
+    before it logs the metrics and hands them to the callbacks (early stopping) and checkpoint selection.
+    """
+
+    ranking_eval: RankingEval | None = None
+    ranking_only: bool = False
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        if self.ranking_eval is None:
+            return super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+        if self.ranking_only:
+            output = EvalLoopOutput(
+                predictions=None, label_ids=None, metrics={}, num_samples=len(self.ranking_eval.rows)
+            )
+        else:
+            output = super().evaluation_loop(
+                dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix
+            )
+        metrics = self.ranking_metrics()
+        output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
+        return output
+
+    def ranking_metrics(self) -> dict:
+        """Rank this process's share of the rows, gather every share, score (same result on every process)."""
+        acc = self.accelerator
+        with unwrap_model_for_generation(self.model_wrapped, acc) as model:
+            mine = self.ranking_eval.rank(model, self.processing_class, acc.process_index, acc.num_processes)
+        return self.ranking_eval.score(gather_object([mine]))
+
+
+class SidSFTTrainer(RankingEvalMixin, SFTTrainer):
+    """Only change from SFTTrainer: every evaluation also ranks next items with constrained beam search (see
+    `RankingEvalMixin`), so checkpoints can be chosen and training stopped on ``eval_ndcg@10``, not the loss.
+
+    Args:
+        ranking_eval (`RankingEval`, *optional*): The rows to rank at each evaluation; None keeps SFTTrainer's eval.
+    """
+
+    def __init__(self, *args, ranking_eval: RankingEval | None = None, **kwargs):
+        self.ranking_eval = ranking_eval
+        super().__init__(*args, **kwargs)
+
+
+class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
+    """Only change from GRPOTrainer: rollouts come from SID-constrained decoding instead of free sampling, and
+    evaluation is the next-item ranking of `RankingEvalMixin` (no eval rollouts).
 
     With ``beam_search=True`` (MiniOneRec's setting) the G completions of a prompt are the top-G beams of a
     constrained beam search, best first, all distinct catalog SIDs; with ``beam_search=False`` they are G constrained
@@ -32,11 +88,24 @@ class SidGRPOTrainer(GRPOTrainer):
         sid_trie (`SidTrie`): The catalog trie, compiled for the trainer's tokenizer.
         beam_search (`bool`): Beam-search rollouts (True) or constrained sampling (False).
         rollout_batch_size (`int`): Unique prompts per generate call.
+        ranking_eval (`RankingEval`, *optional*): The rows to rank at each evaluation (needs an ``eval_dataset``,
+            which Trainer requires whenever ``eval_strategy`` is set; its rows are not used).
     """
 
-    def __init__(self, *args, sid_trie: SidTrie, beam_search: bool = True, rollout_batch_size: int = 8, **kwargs):
+    ranking_only = True
+
+    def __init__(
+        self,
+        *args,
+        sid_trie: SidTrie,
+        beam_search: bool = True,
+        rollout_batch_size: int = 8,
+        ranking_eval: RankingEval | None = None,
+        **kwargs,
+    ):
         if kwargs.get("rollout_func") is not None:
             raise ValueError("SidGRPOTrainer supplies its own rollout_func")
+        self.ranking_eval = ranking_eval
         self.sid_trie = sid_trie
         self.beam_search = beam_search
         self.rollout_batch_size = rollout_batch_size
@@ -105,3 +174,18 @@ def check_group_layout(args, num_sids: int) -> None:
             f"num_generations={group} must divide the per-process generation batch "
             f"(per_device_train_batch_size x steps_per_generation = {per_process})"
         )
+
+
+def best_model_record(trainer) -> dict:
+    """For run_summary.json: the selection metric, its best value and checkpoint, and every evaluation's metrics."""
+    evals = [
+        {k: v for k, v in h.items() if k in ("epoch", "step", "eval_loss", "eval_ranked_rows", "eval_invalid") or "@" in k}
+        for h in trainer.state.log_history
+        if any(k.startswith("eval_") for k in h)
+    ]
+    return {
+        "metric_for_best_model": trainer.args.metric_for_best_model,
+        "best_metric": trainer.state.best_metric,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "evaluations": evals,
+    }

@@ -87,8 +87,8 @@ def test_sft_two_processes_shard_the_data(small_data_dir, tmp_path):
     out = str(tmp_path / "sft")
     r = recipe(
         "sft", "recipes/demo/sft.yaml", *TINY, launcher=CPU_MULTI, data_dir=small_data_dir, output_dir=out,
-        num_train_epochs=1, per_device_train_batch_size=8, eval_strategy="no", early_stopping_patience="null",
-        save_strategy="steps", save_steps=3,
+        num_train_epochs=1, per_device_train_batch_size=8, eval_strategy="epoch", ranking_eval_rows=9,
+        ranking_eval_beams=10, per_device_eval_batch_size=1,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.load(open(os.path.join(out, "run_summary.json")))
@@ -96,6 +96,20 @@ def test_sft_two_processes_shard_the_data(small_data_dir, tmp_path):
     state = json.load(open(sorted(glob.glob(os.path.join(out, "checkpoint-*", "trainer_state.json")))[-1]))
     # each optimizer step consumed 8 examples on each of the 2 processes
     assert state["max_steps"] == math.ceil(summary["metrics"]["num_train_examples"] / 16)
+
+    # the ranking eval: the 2 processes ranked 4 + 5 of the 9 users, gathered, and scored what one process scores
+    (ranking,) = summary["metrics"]["evaluations"]
+    assert ranking["eval_ranked_rows"] == 9
+    r = recipe(
+        "evaluate", "recipes/demo/eval.yaml", data_dir=small_data_dir, model_name_or_path=out,
+        output_dir=tmp_path / "eval", split="valid", max_samples=9, sample_seed=42, num_beams=10, batch_size=1,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    single = json.load(open(os.path.join(tmp_path, "eval", "metrics.json")))
+    assert single["num_samples"] == 9 and single["HR@10"] > 0  # equal zeros would prove nothing
+    for k in (1, 5, 10):
+        assert ranking[f"eval_hr@{k}"] == single[f"HR@{k}"]
+        assert ranking[f"eval_ndcg@{k}"] == pytest.approx(single[f"NDCG@{k}"], abs=1e-12)
 
 
 def test_grpo_two_processes_sync_the_reference_and_checkpoint(small_data_dir, tmp_path):

@@ -88,12 +88,23 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
         num_train_epochs=2,
         per_device_train_batch_size=16,
         prompt_style="compact",
+        ranking_eval_rows=10,
+        ranking_eval_seed=3,
+        ranking_eval_beams=20,
+        per_device_eval_batch_size=4,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     # the style travels with the checkpoint, so GRPO and eval prompt the model as SFT did
     assert json.load(open(os.path.join(sft_dir, "config.json")))["sidrec_prompt_style"] == "compact"
     summary = json.load(open(os.path.join(sft_dir, "run_summary.json")))
-    assert summary["status"] == "ok" and summary["metrics"]["best_eval_loss"] > 0
+    assert summary["status"] == "ok"
+    # checkpoints were chosen on the ranking metric, logged at both epochs beside the loss
+    assert summary["metrics"]["metric_for_best_model"] == "eval_ndcg@10"
+    evals = summary["metrics"]["evaluations"]
+    assert [e["epoch"] for e in evals] == [1.0, 2.0] and all(e["eval_loss"] > 0 for e in evals)
+    best = max(evals, key=lambda e: e["eval_ndcg@10"])
+    assert summary["metrics"]["best_metric"] == best["eval_ndcg@10"]
+    assert "'eval_ndcg@10'" in r.stdout + r.stderr  # on the console too
     assert set(summary["versions"]) >= {"torch", "transformers", "trl", "accelerate", "sidrec"}
     assert all(len(h) == 64 for h in summary["data_files"].values())
 
@@ -110,14 +121,34 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
     preds = [json.loads(line) for line in open(os.path.join(eval_dir, "predictions.jsonl"))]
     assert len(preds) == 12 and all(len(p["predictions"]) == 20 for p in preds)
 
+    # the saved (best) model ranks the same 10 valid users exactly as the training-time eval did
+    r = recipe(
+        "evaluate", "recipes/demo/eval.yaml", **data, model_name_or_path=sft_dir, output_dir=tmp_path / "eval_valid",
+        split="valid", max_samples=10, sample_seed=3, num_beams=20, batch_size=4,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    valid_metrics = json.load(open(r.stdout.strip().splitlines()[-1]))
+    assert valid_metrics["num_samples"] == 10
+    for k in (1, 5, 10):
+        assert valid_metrics[f"HR@{k}"] == best[f"eval_hr@{k}"]
+        assert valid_metrics[f"NDCG@{k}"] == pytest.approx(best[f"eval_ndcg@{k}"], abs=1e-12)
+    assert best["eval_hr@10"] > 0  # a comparison of zeros would prove nothing
+
     # GRPO from the SFT checkpoint, a few steps
     r = recipe(
         "grpo", "recipes/demo/grpo.yaml", **data, model_name_or_path=sft_dir, output_dir=grpo_dir,
         max_steps=2, per_device_train_batch_size=8, num_generations=4,
+        eval_strategy="steps", eval_steps=1, ranking_eval_rows=10, ranking_eval_seed=3, ranking_eval_beams=20,
+        per_device_eval_batch_size=4,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.load(open(os.path.join(grpo_dir, "run_summary.json")))
     assert summary["status"] == "ok" and summary["stage"] == "grpo"
+    # GRPO evaluates (and selects) on the same ranking of the same valid users
+    assert summary["metrics"]["metric_for_best_model"] == "eval_ndcg@10"
+    grpo_evals = summary["metrics"]["evaluations"]
+    assert [e["step"] for e in grpo_evals] == [1, 2] and all("eval_loss" not in e for e in grpo_evals)
+    assert summary["metrics"]["best_metric"] == max(e["eval_ndcg@10"] for e in grpo_evals)
     assert summary["metrics"]["last_logged_reward"] is not None
     assert json.load(open(os.path.join(grpo_dir, "config.json")))["sidrec_prompt_style"] == "compact"
     assert "compact style" in r.stderr

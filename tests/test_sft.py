@@ -145,3 +145,35 @@ def test_pretrained_checkpoint_gets_sid_tokens_and_rows_padded_to_64(small_data,
     rows = model.get_input_embeddings().weight.shape[0]
     assert rows == ((300 + n_sid + 63) // 64) * 64 and rows >= 300 + n_sid  # e.g. 300 + 40 -> 384
     assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
+def test_sid_embeddings_start_at_their_items_title_vectors(small_data, small_tokenizer, tiny_model):
+    """Pretrained-model path: an item's vector is the mean embedding of its title tokens; a level-1 code starts at the
+    mean centred vector of its items, every level scaled to the mean norm of the other rows."""
+    from sidrec.modeling import init_sid_embeddings_from_text
+
+    emb = tiny_model.get_input_embeddings().weight
+    before = emb.detach().clone()
+    items = list(small_data.catalog.items.values())
+    vec = {}
+    for it in items:  # by hand, item by item
+        ids = small_tokenizer(it.title, add_special_tokens=False)["input_ids"]
+        vec[it.item_id] = before[ids].mean(0)
+    centre = torch.stack(list(vec.values())).mean(0)
+    first = sorted({it.sid[: it.sid.index(">") + 1] for it in items})
+    expected = torch.stack(
+        [torch.stack([vec[it.item_id] - centre for it in items if it.sid.startswith(code)]).mean(0) for code in first]
+    )
+    sid_tokens = small_data.catalog.vocab.level_tokens()
+    sid_ids = set(small_tokenizer.convert_tokens_to_ids(sid_tokens))
+    other_norm = before[[i for i in range(len(before)) if i not in sid_ids]].norm(dim=1).mean()
+
+    n = init_sid_embeddings_from_text(tiny_model, small_tokenizer, small_data.catalog, from_scratch=False)
+
+    assert n == len(sid_tokens)
+    got = emb.detach()[small_tokenizer.convert_tokens_to_ids(first)]
+    scale = other_norm / expected.norm(dim=1).mean()
+    torch.testing.assert_close(got, expected * scale, rtol=1e-4, atol=1e-6)
+    # the other rows are untouched
+    keep = [i for i in range(len(before)) if i not in sid_ids]
+    assert torch.equal(emb.detach()[keep], before[keep])
