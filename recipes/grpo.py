@@ -79,24 +79,8 @@ def main():
             train_ds = Dataset.from_dict(
                 {"prompt": [r["prompt"] for r in records], "target_sid": [r["target_sid"] for r in records]}
             )
-            ranking = None
-            if "valid" in data.splits:
-                valid_source = data.paths.splits["valid"]
-                ranking = ranking_eval_for(
-                    training_args,
-                    data.splits["valid"],
-                    catalog,
-                    tokenizer,
-                    style,
-                    training_args.max_prompt_tokens,
-                    valid_source,
-                )
-            # Trainer wants an eval_dataset whenever it evaluates; the ranking eval ranks these same rows.
-            eval_ds = None
-            if ranking is not None:
-                eval_ds = Dataset.from_dict(
-                    {"prompt": ranking.prompts, "target_sid": [r.item_sid for r in ranking.rows]}
-                )
+            # Each evaluation ranks seeded valid users (Trainer wants them as an eval_dataset too).
+            ranking = ranking_eval_for(training_args, data, tokenizer, style, training_args.max_prompt_tokens)
         logger.info(
             "RL prompts: %d (tasks %s, %s style), rewards %s",
             len(train_ds),
@@ -117,7 +101,7 @@ def main():
                 reward_funcs=get_reward_funcs(training_args.reward_funcs),
                 args=training_args,
                 train_dataset=train_ds,
-                eval_dataset=eval_ds,
+                eval_dataset=ranking.as_dataset() if ranking else None,
                 processing_class=tokenizer,
                 sid_trie=catalog.vocab.compile(tokenizer),
                 ranking_eval=ranking,

@@ -58,15 +58,8 @@ def main():
             model, tokenizer = prepare_sft_model(training_args, model_args, data.catalog, examples)
             train_ds = to_hf_dataset(fit_to_length(examples, tokenizer, training_args.max_length))
             eval_ds = to_hf_dataset(fit_to_length(eval_examples, tokenizer, training_args.max_length))
-            valid = data.splits["valid"]
             ranking = ranking_eval_for(
-                training_args,
-                valid,
-                data.catalog,
-                tokenizer,
-                training_args.prompt_style,
-                training_args.max_length,
-                data.paths.splits["valid"],
+                training_args, data, tokenizer, training_args.prompt_style, training_args.max_length
             )
         logger.info(
             "train examples: %d (tasks %s), valid examples: %d, ranked at each eval: %s",

@@ -84,6 +84,12 @@ class RankingEval:
                 f"ranking eval: num_beams={num_beams} is larger than the catalog's {self.trie.num_sids} SIDs"
             )
 
+    def as_dataset(self):
+        """The ranked rows as a ``prompt`` / ``target_sid`` dataset (what Trainer asks for as an ``eval_dataset``)."""
+        from datasets import Dataset
+
+        return Dataset.from_dict({"prompt": self.prompts, "target_sid": [r.item_sid for r in self.rows]})
+
     def share(self, process_index: int, num_processes: int) -> range:
         """This process's contiguous block of rows (blocks differ in length by at most one)."""
         n = len(self.rows)
@@ -220,19 +226,18 @@ def write_eval_outputs(output_dir: str, metrics: dict, predictions: list[dict]) 
     return metrics_path, pred_path
 
 
-def ranking_eval_for(
-    args, rows: Sequence[Interaction], catalog: Catalog, tokenizer, style: str, max_length, source=""
-):
-    """The `RankingEval` a training config asks for (``ranking_eval_rows`` of ``rows``), or None without evaluation."""
+def ranking_eval_for(args, data, tokenizer, style: str, max_length: int | None) -> RankingEval | None:
+    """The `RankingEval` a training config asks for: ``ranking_eval_rows`` of ``data``'s valid split drawn with
+    ``ranking_eval_seed``; None when the config does not evaluate (or ranks no rows)."""
     if str(args.eval_strategy) in ("no", "IntervalStrategy.NO") or args.ranking_eval_rows == 0:
         return None
     return RankingEval(
-        sample_rows(rows, args.ranking_eval_rows, args.ranking_eval_seed),
-        catalog,
+        sample_rows(data.splits["valid"], args.ranking_eval_rows, args.ranking_eval_seed),
+        data.catalog,
         tokenizer,
         style,
         num_beams=args.ranking_eval_beams,
         batch_size=args.per_device_eval_batch_size,
         max_length=max_length,
-        source=source,
+        source=data.paths.splits["valid"],
     )

@@ -1,6 +1,7 @@
 """Write a pipeline run's RESULTS.md: main table, per-level tables, plots, baselines.
 
     python -m sidrec.results RUN_DIR [--command "the command that made the run"]
+    python -m sidrec.results --compare "MiniOneRec index=results/tiny-cpu" "sidrec SIDs=results/tiny-cpu-oursids"
 
 RUN_DIR is what ``scripts/run_pipeline.sh`` fills: ``sft/`` ``eval_sft/`` ``grpo/`` ``eval_grpo/`` (recipe
 outputs) and ``baselines.json``. Missing stages are left out. Plots go to ``RUN_DIR/plots/``.
@@ -188,11 +189,49 @@ def write_results(run_dir: str, command: str = "") -> str:
     return path
 
 
+def compare_indexes(runs: Mapping[str, str]) -> str:
+    """A markdown table comparing pipeline runs that differ in their SID index (``{label: run_dir}``): the index's
+    distinct SIDs and collisions (from the run's ``pipeline.json`` data), test HR/NDCG@10 after SFT and after GRPO,
+    and the share of users whose top-1 prediction has the target's first-level code (and first two levels)."""
+    from sidrec.data.minionerec import find_files, load_catalog
+
+    lines = [
+        "| SID index | distinct SIDs / items | items sharing a SID | stage | HR@10 | NDCG@10 | top-1 L1 | top-1 L1+L2 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, run_dir in runs.items():
+        record = _load(os.path.join(run_dir, "pipeline.json")) or {}
+        catalog = load_catalog(find_files(record["data_dir"], record["category"], ()))
+        items = len(catalog.items)
+        shared = items - len(catalog.vocab)
+        for name, _, ev in STAGES:
+            m = _load(os.path.join(run_dir, ev, "metrics.json"))
+            if m is None:
+                continue
+            cum = m["per_level"]["cumulative"]
+            lines.append(
+                f"| {label} | {len(catalog.vocab)} / {items} | {shared} | {name} | {m['HR@10']:.4f} | "
+                f"{m['NDCG@10']:.4f} | {cum['L1']['1']:.4f} | {cum['L1+L2']['1']:.4f} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir")
+    parser.add_argument("run_dir", nargs="?")
     parser.add_argument("--command", default="", help="the command that made the run (written into RESULTS.md)")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="LABEL=RUN_DIR",
+        help="print a table comparing runs made with other SID indexes",
+    )
     args = parser.parse_args(argv)
+    if args.compare:
+        print(compare_indexes(dict(item.split("=", 1) for item in args.compare)))
+        return
+    if not args.run_dir:
+        parser.error("give a run_dir (or --compare LABEL=RUN_DIR ...)")
     print(write_results(args.run_dir, args.command))
 
 

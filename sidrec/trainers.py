@@ -179,7 +179,11 @@ def check_group_layout(args, num_sids: int) -> None:
 def best_model_record(trainer) -> dict:
     """For run_summary.json: the selection metric, its best value and checkpoint, and every evaluation's metrics."""
     evals = [
-        {k: v for k, v in h.items() if k in ("epoch", "step", "eval_loss", "eval_ranked_rows", "eval_invalid") or "@" in k}
+        {
+            k: v
+            for k, v in h.items()
+            if k in ("epoch", "step", "eval_loss", "eval_ranked_rows", "eval_invalid") or "@" in k
+        }
         for h in trainer.state.log_history
         if any(k.startswith("eval_") for k in h)
     ]

@@ -22,6 +22,17 @@ def test_trl_rollout_hook_exists():
     assert list(inspect.signature(GRPOTrainer._load_optimizer_and_scheduler).parameters) == ["self", "checkpoint"]
 
 
+def test_trainer_evaluation_hook_is_where_the_ranking_eval_expects_it():
+    # RankingEvalMixin adds its metrics in evaluation_loop; Trainer.evaluate must call it before it logs the metrics
+    # and hands them to the callbacks (early stopping), and pass the prefix the metric names carry.
+    from transformers import Trainer
+
+    params = list(inspect.signature(Trainer.evaluation_loop).parameters)
+    assert params == ["self", "dataloader", "description", "prediction_loss_only", "ignore_keys", "metric_key_prefix"]
+    source = inspect.getsource(Trainer.evaluate)
+    assert source.index("self.evaluation_loop(") < source.index("self.log(") < source.index("on_evaluate(")
+
+
 @pytest.fixture()
 def sft_checkpoint(small_tokenizer, tmp_path):
     model = build_tiny_model(

@@ -146,3 +146,18 @@ def test_fit_too_long_is_an_error(small_tokenizer):
     ex = build_tasks(["sid_seq"], [row(["<a_1><b_1><c_1>"])], catalog([Item("9", "<a_1><b_1><c_9>", "t")]))[0]
     with pytest.raises(PromptTooLongError, match="task 'sid_seq' needs .* tokens .* max_length=10"):
         fit_to_length([ex], small_tokenizer, 10)
+
+
+def test_sid_last_shows_only_the_last_item_of_longer_histories():
+    rows = [
+        row(["<a_1><b_1><c_1>"]),
+        row(["<a_1><b_1><c_1>", "<a_2><b_1><c_1>", "<a_3><b_2><c_1>"], "<a_4><b_1><c_1>"),
+    ]
+    cat = catalog([Item("9", "<a_4><b_1><c_1>", "Next")])
+    exs = build_tasks(["sid_last"], rows, cat, source="train.csv", style="compact")
+    # the one-item history is sid_seq's own example already: only the second row gives one
+    assert [(ex.prompt(), ex.completion, ex.source) for ex in exs] == [
+        ("next item: <a_3><b_2><c_1>\n", "<a_4><b_1><c_1>", "train.csv, row 2")
+    ]
+    (minionerec,) = build_tasks(["sid_last"], rows, cat, style="minionerec")
+    assert "<a_3><b_2><c_1>" in minionerec.prompt() and "<a_2><b_1><c_1>" not in minionerec.prompt()

@@ -104,3 +104,41 @@ def test_tuning_log_pairs_evals_with_their_training_runs(tmp_path):
                                        "e2.sft.json"]  # fmt: skip
     r = run("scripts/tuning_log.py", str(tmp_path / "sft"))  # a training dir is not an eval dir
     assert r.returncode != 0 and "metrics.json" in r.stderr
+
+
+def test_results_say_where_the_model_beats_the_transition_baseline(tmp_path):
+    from sidrec.results import versus_baseline
+
+    ks = (1, 3, 5, 10)
+    base = {f"{n}@{k}": 0.05 + 0.01 * k for n in ("HR", "NDCG") for k in ks}
+    better = {key: v + 0.002 for key, v in base.items()}
+    ok, table = versus_baseline(better, base)
+    assert ok and "| K=10 | 0.1520 vs 0.1500 (+0.0020) | 0.1520 vs 0.1500 (+0.0020) |" in table
+    tied_at_3 = {**better, "NDCG@3": base["NDCG@3"]}  # equal is not above
+    assert versus_baseline(tied_at_3, base)[0] is False
+
+    run = tmp_path / "run"
+    atomic_write_json(str(run / "eval_sft" / "metrics.json"), {**metrics(0.1, 0.2), **better})
+    atomic_write_json(str(run / "baselines.json"), {"metrics": {"last-item transition": base}})
+    evals = [
+        {"epoch": 1.0, "eval_hr@10": 0.2, "eval_ndcg@10": 0.11, "eval_ranked_rows": 100},
+        {"epoch": 2.0, "eval_hr@10": 0.25, "eval_ndcg@10": 0.13, "eval_ranked_rows": 100},
+        {"epoch": 3.0, "eval_hr@10": 0.3, "eval_ndcg@10": 0.12, "eval_ranked_rows": 100},
+    ]
+    summary = {"metrics": {"metric_for_best_model": "eval_ndcg@10", "evaluations": evals}}
+    atomic_write_json(str(run / "sft" / "run_summary.json"), summary)
+    text = open(write_results(str(run))).read()
+    assert "**SFT vs the last-item transition baseline**: above it on HR@K and NDCG@K for every K" in text
+    assert "eval_ndcg@10 on 100 valid users after each epoch (1: 0.1100, 2: 0.1300, 3: 0.1200); kept epoch 2" in text
+
+
+def test_index_comparison_reads_each_runs_data_and_metrics(tmp_path, small_data_dir, small_data):
+    from sidrec.results import compare_indexes
+
+    run = tmp_path / "run"
+    atomic_write_json(str(run / "pipeline.json"), {"data_dir": small_data_dir, "category": "Synthetic"})
+    atomic_write_json(str(run / "eval_sft" / "metrics.json"), metrics(0.1, 0.2))
+    table = compare_indexes({"ours": str(run)})
+    items = len(small_data.catalog.items)
+    distinct = len({it.sid for it in small_data.catalog.items.values()})
+    assert f"| ours | {distinct} / {items} | {items - distinct} | SFT | 0.2000 | 0.1000 | 0.5000 | 0.3000 |" in table

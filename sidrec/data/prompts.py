@@ -109,6 +109,7 @@ class RowTask:
     history: Callable[[Interaction], tuple[str, ...]]
     completion: Callable[[Interaction], str]
     compact_tag: str  # the whole prompt in the compact style is "<tag>: <history>"
+    keep: Callable[[Interaction], bool] | None = None  # rows the task uses (all when None)
 
 
 def _sid_history(r: Interaction) -> tuple[str, ...]:
@@ -127,6 +128,16 @@ ROW_TASKS: dict[str, RowTask] = {
         _sid_history,
         lambda r: r.item_sid,
         "next item",
+    ),
+    # the same question with only the last history item shown (rows with longer histories): the item-to-item
+    # transition, which carries most of the signal on sparse data, as its own training signal
+    "sid_last": RowTask(
+        "Can you predict the next possible item that the user may expect?",
+        SID_SEQ_INPUT,
+        lambda r: r.history_sids[-1:],
+        lambda r: r.item_sid,
+        "next item",
+        keep=lambda r: len(r.history_sids) > 1,
     ),
     # history titles -> next item's SID
     "title_seq2sid": RowTask(
@@ -164,7 +175,7 @@ def build_row_task(
     if style == "compact":
         # Every SID starts with a first-level token, so SIDs need no separator between them.
         instruction, user_input = task.compact_tag, "{history}"
-        sep = "" if task.history is _sid_history else ", "
+        sep = ", " if task.history is _title_history else ""
     else:
         instruction, user_input, sep = task.instruction, task.user_input, ", "
     return [
@@ -180,6 +191,7 @@ def build_row_task(
             history_sep=sep,
         )
         for i, r in enumerate(rows, start=1)
+        if task.keep is None or task.keep(r)
     ]
 
 
