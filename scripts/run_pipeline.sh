@@ -66,5 +66,5 @@ if [[ ! -f "$RUN_DIR/baselines.json" ]]; then
   echo "== baselines" >&2
   python -m sidrec.baselines --data_dir "$DATA_DIR" --category "$CATEGORY" --out "$RUN_DIR/baselines.json" >&2
 fi
-python -m sidrec.results "$RUN_DIR" --command "scripts/run_pipeline.sh --config-dir $CONFIG_DIR ${DATA_ARGS[*]} --run-dir $RUN_DIR" >&2
+python -m sidrec.results "$RUN_DIR" --command "scripts/run_pipeline.sh --config-dir $CONFIG_DIR ${DATA_ARGS[*]:+${DATA_ARGS[*]} }--run-dir $RUN_DIR" >&2
 echo "$RUN_DIR/eval_grpo/metrics.json"
