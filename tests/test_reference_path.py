@@ -162,12 +162,17 @@ def test_grpo_runs_as_zero2_and_syncs_the_reference_model(sft, small_data_dir, t
         model_name_or_path=sft, data_dir=small_data_dir, category="Synthetic", output_dir=out, max_train_rows=16,
         max_steps=2, per_device_train_batch_size=4, gradient_accumulation_steps=1, global_batch_size=8,
         num_generations=4, learning_rate=1e-3, warmup_steps=0, ref_model_sync_steps=1, ref_model_mixup_alpha=1.0,
-        save_strategy="steps", save_steps=2, logging_steps=1,
+        save_strategy="steps", save_steps=2, logging_steps=1, eval_steps=2, max_valid_rows=8, ranking_eval_beams=10,
+        per_device_eval_batch_size=4,
     )  # fmt: skip
     r = zero2("grpo", f"{REF}/grpo.yaml", *args, *CPU)
     assert r.returncode == 0, r.stderr[-4000:]
     launch = summary(out)["launch"]
     assert_zero2(launch)
+    # the reference recipe's ranking eval ran under ZeRO-2: 4 + 4 valid users ranked, gathered, and chose step 2
+    metrics = summary(out)["metrics"]
+    assert [(e["step"], e["eval_ranked_rows"]) for e in metrics["evaluations"]] == [(2, 8)]
+    assert metrics["best_checkpoint"].endswith("checkpoint-2")
     assert launch["ref_model_engine"] == "deepspeed.runtime.engine.DeepSpeedEngine"
     assert launch["ref_model_max_abs_change"] > 0
     # with mixup alpha 1 a sync copies the policy: the reference saved at step 2 equals the policy at step 2
