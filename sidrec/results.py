@@ -196,7 +196,7 @@ def compare_indexes(runs: Mapping[str, str]) -> str:
     from sidrec.data.minionerec import find_files, load_catalog
 
     lines = [
-        "| SID index | distinct SIDs / items | items sharing a SID | stage | HR@10 | NDCG@10 | top-1 L1 | top-1 L1+L2 |",
+        "| SID index | distinct SIDs / items | collisions (items - distinct SIDs) | stage | HR@10 | NDCG@10 | top-1 L1 | top-1 L1+L2 |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, run_dir in runs.items():
