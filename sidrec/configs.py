@@ -109,9 +109,14 @@ class SidrecTrainingMixin:
             f"{self.global_batch_size}{hint}"
         )
 
+    @property
+    def evaluates(self) -> bool:
+        """Whether the Trainer evaluates at all (``eval_strategy`` other than ``no``)."""
+        return str(self.eval_strategy) not in ("no", "IntervalStrategy.NO")
+
     def _setup_model_selection(self, ranking_required: bool) -> None:
         """Checkpoints are chosen (and training stopped) on eval_ndcg@10 when there is a ranking eval."""
-        evaluating = str(self.eval_strategy) not in ("no", "IntervalStrategy.NO")
+        evaluating = self.evaluates
         if self.ranking_eval_rows is not None and self.ranking_eval_rows < 0:
             raise UserError(f"ranking_eval_rows must be >= 0 or null, got {self.ranking_eval_rows}")
         if self.ranking_eval_beams < 10:
@@ -244,7 +249,7 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
             raise UserError("rollout_batch_size must be positive")
         self._check_sidrec_fields()
         self._setup_model_selection(ranking_required=True)
-        if str(self.eval_strategy) not in ("no", "IntervalStrategy.NO"):
+        if self.evaluates:
             # Evaluation ranks next items and runs no eval rollouts: GRPOConfig's eval-group check must not apply.
             self.num_generations_eval = 1
         super().__post_init__()

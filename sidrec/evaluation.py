@@ -229,7 +229,7 @@ def write_eval_outputs(output_dir: str, metrics: dict, predictions: list[dict]) 
 def ranking_eval_for(args, data, tokenizer, style: str, max_length: int | None) -> RankingEval | None:
     """The `RankingEval` a training config asks for: ``ranking_eval_rows`` of ``data``'s valid split drawn with
     ``ranking_eval_seed``; None when the config does not evaluate (or ranks no rows)."""
-    if str(args.eval_strategy) in ("no", "IntervalStrategy.NO") or args.ranking_eval_rows == 0:
+    if not args.evaluates or args.ranking_eval_rows == 0:
         return None
     return RankingEval(
         sample_rows(data.splits["valid"], args.ranking_eval_rows, args.ranking_eval_seed),

@@ -22,7 +22,7 @@ from transformers import (
 )
 
 from sidrec.data.prompts import DEFAULT_PROMPT_STYLE, check_prompt_style
-from sidrec.sid import SidVocab
+from sidrec.sid import SidVocab, parse_sid
 from sidrec.utils import UserError
 
 logger = logging.getLogger(__name__)
@@ -470,8 +470,6 @@ def init_sid_embeddings_from_text(model, tokenizer, catalog, from_scratch: bool,
     Returns the number of SID tokens set.
     """
     vectors = item_text_vectors(catalog, model, tokenizer, from_scratch, cache)
-    from sidrec.sid import parse_sid
-
     codes = [parse_sid(it.sid) for it in catalog.items.values()]
     means = residual_code_means(vectors, codes)
     weight = model.get_input_embeddings().weight

@@ -13,6 +13,7 @@ changed (exit 2): use another ``--run-dir``, or ``--restart`` to clear this one 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -56,8 +57,6 @@ def check_run_dir(run_dir: str, current: dict, restart: bool = False) -> str:
 
     Returns ``"new"``, ``"same"`` or ``"restarted"``.
     """
-    import json
-
     path = os.path.join(run_dir, RECORD)
     if os.path.isfile(path):
         with open(path) as f:
