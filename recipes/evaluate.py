@@ -10,111 +10,90 @@ An interrupted run continues with --resume true (finished shards are kept).
 
 import logging
 
-import torch
 from transformers import set_seed
 from trl import ModelConfig, TrlParser
 
 from sidrec.configs import EvalConfig, SidrecScriptArguments
-from sidrec.data import load_dataset
 from sidrec.evaluation import clear_shards, run_sharded_eval, sample_rows, write_eval_outputs
-from sidrec.launch import check_launch, describe_process_state
-from sidrec.modeling import check_sid_tokens, get_model, get_tokenizer, prompt_style_of
-from sidrec.tracking import log_eval_metrics, setup_tracking
-from sidrec.utils import RunSummary, UserError, check_output_dir, config_dict, parse_config, process_state, run_main
+from sidrec.launch import describe_process_state
+from sidrec.modeling import check_sid_tokens, default_dtype, get_model, get_tokenizer, prompt_style_of
+from sidrec.recipe import run_recipe
+from sidrec.tracking import log_eval_metrics
+from sidrec.utils import UserError, config_dict, parse_config, run_main
 
 logger = logging.getLogger("sidrec.evaluate")
 
 
 def main():
-    script_args, eval_args, model_args = parse_config(TrlParser((SidrecScriptArguments, EvalConfig, ModelConfig)))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    check_launch(eval_args.use_cpu)
-    state = process_state(cpu=eval_args.use_cpu)
+    script_args, args, model_args = parse_config(TrlParser((SidrecScriptArguments, EvalConfig, ModelConfig)))
     if not model_args.model_name_or_path:
         raise UserError("set model_name_or_path to the checkpoint to evaluate (e.g. the SFT output_dir)")
-    output_dir = eval_args.output_dir
-    check_output_dir(output_dir, eval_args.overwrite_output_dir, resume=eval_args.resume)
-    setup_tracking(script_args, output_dir)
-    configs = (script_args, eval_args, model_args)
-    summary = RunSummary(output_dir, "eval", configs, eval_args.seed, state)
-    try:
-        if state.is_main_process and not eval_args.resume:
-            clear_shards(output_dir)  # an overwritten run's shards must not be taken for this run's
+    with run_recipe("eval", script_args, args, model_args) as run:
+        if run.is_main_process and not args.resume:
+            clear_shards(args.output_dir)  # an overwritten run's shards must not be taken for this run's
         # Data and checkpoint checks before any decoding.
-        with summary.timed("load_data"):
-            split = eval_args.split
-            first_n = eval_args.max_samples if eval_args.sample_seed is None else None
-            data = load_dataset(script_args.data_dir, script_args.category, (split,), {split: first_n})
-            summary.add_data_files(data.paths.all_files())
-            rows = sample_rows(data.splits[split], eval_args.max_samples, eval_args.sample_seed or 0)
-            if eval_args.num_beams > len(data.catalog.vocab):
-                raise UserError(
-                    f"num_beams={eval_args.num_beams} is larger than the catalog's {len(data.catalog.vocab)} distinct "
-                    "SIDs; a ranked list cannot be that long"
-                )
-        set_seed(eval_args.seed)
-        with summary.timed("load_model"):
-            tokenizer = get_tokenizer(model_args, eval_args.trust_remote_code)
+        split = args.split
+        first_n = args.max_samples if args.sample_seed is None else None
+        data = run.load_data((split,), {split: first_n})
+        rows = sample_rows(data.splits[split], args.max_samples, args.sample_seed or 0)
+        if args.num_beams > len(data.catalog.vocab):
+            raise UserError(
+                f"num_beams={args.num_beams} is larger than the catalog's {len(data.catalog.vocab)} distinct "
+                "SIDs; a ranked list cannot be that long"
+            )
+        set_seed(args.seed)
+        with run.timed("load_model"):
+            tokenizer = get_tokenizer(model_args, args.trust_remote_code)
             check_sid_tokens(tokenizer, data.catalog.vocab, model_args.model_name_or_path)
             # A full checkpoint or an SFT adapter (merged); bfloat16 on CUDA, float32 on CPU unless dtype is set.
-            dtype = torch.bfloat16 if state.device.type == "cuda" else torch.float32
-            model = get_model(model_args, dtype, eval_args.trust_remote_code)
-            model = model.to(state.device)
-            summary.data["launch"] = describe_process_state(state, model)
-            summary.data["prompt_style"] = prompt_style_of(model)  # as the checkpoint was trained
+            model = get_model(model_args, default_dtype(None, run.state.device), args.trust_remote_code)
+            model = model.to(run.state.device)
+            run.summary.data["launch"] = describe_process_state(run.state, model)
+            run.summary.data["prompt_style"] = prompt_style_of(model)  # as the checkpoint was trained
 
         # Rank every row's next item shard by shard (shards split across processes), merge, score, write.
-        with summary.timed("rank"):
+        with run.timed("rank"):
+            settings = ("split", "max_samples", "sample_seed", "num_beams", "batch_size", "max_length", "decoder")
             fingerprint = {
                 "model": model_args.model_name_or_path,
-                "data": summary.data["data_files"],
-                **{
-                    k: getattr(eval_args, k)
-                    for k in ("split", "max_samples", "sample_seed", "num_beams", "batch_size", "max_length")
-                },
-                "decoder": eval_args.decoder,
+                "data": run.summary.data["data_files"],
+                **{k: getattr(args, k) for k in settings},
             }
             result = run_sharded_eval(
                 model,
                 tokenizer,
                 rows,
                 data.catalog,
-                output_dir,
+                args.output_dir,
                 fingerprint,
-                num_beams=eval_args.num_beams,
-                batch_size=eval_args.batch_size,
-                max_length=eval_args.max_length,
-                ks=eval_args.topk,
-                shard_size=eval_args.shard_size,
+                num_beams=args.num_beams,
+                batch_size=args.batch_size,
+                max_length=args.max_length,
+                ks=args.topk,
+                shard_size=args.shard_size,
                 source=data.paths.splits[split],
-                decoder=eval_args.decoder,
-                process_index=state.process_index,
-                num_processes=state.num_processes,
-                wait_for_everyone=state.wait_for_everyone,
+                decoder=args.decoder,
+                process_index=run.state.process_index,
+                num_processes=run.state.num_processes,
+                wait_for_everyone=run.state.wait_for_everyone,
             )
-        if not state.is_main_process:
+        if not run.is_main_process:
             return
         metrics, predictions = result
-        metrics_path, pred_path = write_eval_outputs(output_dir, metrics, predictions)
-        clear_shards(output_dir)
+        metrics_path, pred_path = write_eval_outputs(args.output_dir, metrics, predictions)
+        clear_shards(args.output_dir)
+        wandb = {}
         if script_args.tracking:
-            config = config_dict(script_args, eval_args, model_args)
-            summary.data["wandb"] = log_eval_metrics(
-                script_args, output_dir, model_args.model_name_or_path, metrics, config
-            )
-        summary.data["metrics"] = metrics
-        summary.data["outputs"] = [metrics_path, pred_path]
-        summary.write("ok")
-        ks = [k for k in eval_args.topk if k <= eval_args.num_beams]
+            config = config_dict(script_args, args, model_args)
+            wandb = log_eval_metrics(script_args, args.output_dir, model_args.model_name_or_path, metrics, config)
+        run.finish(metrics, outputs=[metrics_path, pred_path], wandb=wandb)
+        ks = [k for k in args.topk if k <= args.num_beams]
         logger.info("%s", "  ".join(f"HR@{k}={metrics[f'HR@{k}']:.4f}" for k in ks))
         logger.info("%s", "  ".join(f"NDCG@{k}={metrics[f'NDCG@{k}']:.4f}" for k in ks))
         logger.info(
             "invalid=%d  samples=%d  beams=%d", metrics["invalid"], metrics["num_samples"], metrics["num_beams"]
         )
         print(metrics_path)
-    except BaseException as e:
-        summary.write("failed", error=f"{type(e).__name__}: {e}")
-        raise
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import time
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from sidrec.data import load_dataset
+from sidrec.data import load_rec_dataset
 from sidrec.data.prompts import build_sid_seq, build_tasks, fit_to_length
 from sidrec.data.synthetic import make_synthetic_dataset
 from sidrec.decoding import RankedItems, left_pad, rank_items, rankings_match
@@ -129,13 +129,13 @@ def timed(fn, *args, device="cpu"):
 
 def setup(args):
     if os.path.isdir(REAL_DATA) and not args.synthetic:
-        data = load_dataset(REAL_DATA, "Industrial_and_Scientific", ("train", "test"))
+        data = load_rec_dataset(REAL_DATA, "Industrial_and_Scientific", ("train", "test"))
         source = "Industrial_and_Scientific"
     else:
         from sidrec.data.synthetic import SyntheticConfig
 
         data_dir = make_synthetic_dataset(os.path.join(tempfile.mkdtemp(), "synthetic"), SyntheticConfig())
-        data = load_dataset(data_dir, "Synthetic", ("train", "test"))
+        data = load_rec_dataset(data_dir, "Synthetic", ("train", "test"))
         source = "synthetic"
     examples = build_tasks(["sid_seq", "item_alignment"], data.splits["train"][:2000], data.catalog)
     tokenizer = build_local_tokenizer(tokenizer_corpus(data.catalog, examples), 2000, data.catalog.vocab)

@@ -173,9 +173,9 @@ def rank_sasrec(model: SASRec, index: dict[str, int], rows: Sequence[Interaction
 
 def run_baselines(data_dir: str, category: str, sasrec: SASRecConfig | None = None) -> dict:
     """Most-popular, last-item transition and SASRec on the test split; returns ``{"metrics": {...}, ...}``."""
-    from sidrec.data import load_dataset
+    from sidrec.data import load_rec_dataset
 
-    data = load_dataset(data_dir, category)
+    data = load_rec_dataset(data_dir, category)
     train, valid, test = data.splits["train"], data.splits["valid"], data.splits["test"]
     metrics = {
         "most-popular": score_rankings([most_popular(train, data.catalog)] * len(test), test, data.catalog),

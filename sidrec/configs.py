@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig, SFTConfig
 
-from sidrec.data.prompts import PROMPT_STYLES, TASKS, check_prompt_style
+from sidrec.data.prompts import PROMPT_STYLES, RL_TASKS, TASKS, check_prompt_style, check_task_names
 from sidrec.decoding import DECODERS
 from sidrec.metrics import DEFAULT_KS
 from sidrec.modeling import SID_EMBEDDING_INITS
@@ -89,7 +89,8 @@ class SidrecTrainingMixin:
         default=None,
         metadata={
             "help": "Expected per_device_train_batch_size x gradient_accumulation_steps x processes; the launch fails "
-            "with the grad accumulation to use when they disagree (reference recipes pin 1024)."
+            "when they disagree, naming the gradient_accumulation_steps that would fit when one does (reference "
+            "recipes pin 1024)."
         },
     )
 
@@ -198,9 +199,7 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
     )
 
     def __post_init__(self):
-        unknown = [t for t in self.sft_tasks if t not in TASKS]
-        if unknown or not self.sft_tasks:
-            raise UserError(f"sft_tasks {self.sft_tasks}: unknown or empty; known tasks: {list(TASKS)}")
+        check_task_names(self.sft_tasks, TASKS, "sft_tasks")
         check_prompt_style(self.prompt_style)
         if self.sid_embedding_init not in SID_EMBEDDING_INITS:
             raise UserError(
@@ -217,9 +216,7 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
 
     rl_tasks: list[str] = field(
         default_factory=lambda: ["sid_seq"],
-        metadata={
-            "help": f"RL prompt tasks (completions must be SIDs): any of {['sid_seq', 'title_seq2sid', 'item_alignment']}."
-        },
+        metadata={"help": f"RL prompt tasks (completions must be SIDs): any of {list(RL_TASKS)}."},
     )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["ranking"],
@@ -237,14 +234,15 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
     )
 
     def __post_init__(self):
-        from sidrec.rewards import get_reward_funcs
+        from sidrec.rewards import NEEDS_BEAM_RANK, get_reward_funcs
 
-        bad = [t for t in self.rl_tasks if t not in ("sid_seq", "title_seq2sid", "item_alignment")]
-        if bad or not self.rl_tasks:
+        check_task_names(self.rl_tasks, RL_TASKS, "rl_tasks")  # GRPO prompts must have SID answers
+        rewards = [f.__name__ for f in get_reward_funcs(self.reward_funcs)]  # unknown names fail at launch
+        if not self.beam_search and NEEDS_BEAM_RANK.intersection(rewards):
             raise UserError(
-                f"rl_tasks {self.rl_tasks}: GRPO prompts must have SID answers: sid_seq, title_seq2sid, item_alignment"
+                f"reward(s) {sorted(NEEDS_BEAM_RANK.intersection(rewards))} rank completions by beam score; sampled "
+                "rollouts (beam_search: false) have no rank: use beam_search: true or reward_funcs: [rule]"
             )
-        get_reward_funcs(self.reward_funcs)  # unknown names fail at launch
         if self.rollout_batch_size < 1:
             raise UserError("rollout_batch_size must be positive")
         self._check_sidrec_fields()

@@ -87,13 +87,25 @@ def is_adapter_dir(path: str) -> bool:
     return os.path.isfile(os.path.join(path, ADAPTER_CONFIG))
 
 
-def model_kwargs(model_args, default_dtype: torch.dtype, trust_remote_code: bool = False) -> dict:
+def default_dtype(bf16: bool | None, device: torch.device | str = "cpu") -> torch.dtype:
+    """The one precision rule: training follows the recipe's ``bf16``; evaluation (``bf16=None``) takes bfloat16 on
+    CUDA and float32 elsewhere. ModelConfig's ``dtype``, when set, overrides it in `model_kwargs`.
+
+    Example:
+        >>> default_dtype(True), default_dtype(False, "cuda"), default_dtype(None, "cuda"), default_dtype(None, "cpu")
+        (torch.bfloat16, torch.float32, torch.bfloat16, torch.float32)
+    """
+    if bf16 is None:
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    return torch.bfloat16 if bf16 else torch.float32
+
+
+def model_kwargs(model_args, fallback_dtype: torch.dtype, trust_remote_code: bool = False) -> dict:
     """``from_pretrained`` keyword arguments from TRL's ModelConfig: dtype, attention, revision, remote code.
 
-    ``dtype`` unset or ``auto`` takes ``default_dtype``: the training precision (``bf16``) in SFT and GRPO, bfloat16
-    on CUDA and float32 on CPU in evaluation. So precision is set in one place, the recipe's ``bf16``.
+    ``dtype`` unset or ``auto`` takes ``fallback_dtype``, which recipes get from `default_dtype`.
     """
-    dtype = default_dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    dtype = fallback_dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if _revision(model_args.model_revision):
         kwargs["revision"] = model_args.model_revision
@@ -110,7 +122,7 @@ def model_kwargs(model_args, default_dtype: torch.dtype, trust_remote_code: bool
     return kwargs
 
 
-def get_model(model_args, default_dtype: torch.dtype, trust_remote_code: bool = False):
+def get_model(model_args, fallback_dtype: torch.dtype, trust_remote_code: bool = False):
     """The one loader for trained checkpoints (GRPO's start, evaluation): a full model, or a PEFT adapter folder.
 
     An adapter folder (SFT with ``use_peft``) is loaded as its base model (``base_model_name_or_path`` and
@@ -119,7 +131,7 @@ def get_model(model_args, default_dtype: torch.dtype, trust_remote_code: bool = 
     prompt style recorded at SFT travels with it.
     """
     path = model_args.model_name_or_path
-    kwargs = model_kwargs(model_args, default_dtype, trust_remote_code)
+    kwargs = model_kwargs(model_args, fallback_dtype, trust_remote_code)
     if not is_adapter_dir(path):
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     from peft import PeftConfig, PeftModel
@@ -373,8 +385,7 @@ def prepare_sft_model(training_args, model_args, catalog, examples):
         if not model_args.model_name_or_path:
             raise UserError("set model_name_or_path (a Hub id or local path), or from_scratch: true for a tiny model")
         tokenizer = get_tokenizer(model_args, training_args.trust_remote_code)
-        dtype = torch.bfloat16 if training_args.bf16 else torch.float32
-        kwargs = model_kwargs(model_args, dtype, training_args.trust_remote_code)
+        kwargs = model_kwargs(model_args, default_dtype(training_args.bf16), training_args.trust_remote_code)
         model, new_ids = load_pretrained_with_sids(model_args.model_name_or_path, tokenizer, catalog.vocab, **kwargs)
     if training_args.sid_embedding_init == "text":
         cache = os.path.join(training_args.output_dir, "item_text_embeddings.npy")

@@ -7,7 +7,6 @@ as normalised SID strings (the SID tokens found in the decoded text), never as r
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -87,27 +86,41 @@ def ndcg_penalties(group_size: int) -> list[float]:
     return [-r / total for r in raw]
 
 
+# Rewards that read ``beam_rank``: they need beam-search rollouts (samples have no rank).
+NEEDS_BEAM_RANK = frozenset({"ndcg_rule"})
+
+
 @register("ndcg_rule")
 def ndcg_rule_reward(
-    completions: Sequence[str], target_sid: Sequence[str], beam_rank: Sequence[int], **kwargs
+    completions: Sequence[str], target_sid: Sequence[str], beam_rank: Sequence[int] | None = None, **kwargs
 ) -> list[float]:
     """Rank-aware penalty: in a group that contains the target, a wrong completion at beam rank i gets
     ``ndcg_penalties(G)[i]`` and the correct one 0; a group without the target gets all zeros.
 
-    Groups are the runs of consecutive completions whose ``beam_rank`` restarts at 0.
+    ``beam_rank`` is each completion's rank among its group's beam scores (the rollout computes it); groups are the
+    runs of consecutive completions holding each rank 0..G-1 once. Without it (sampled rollouts) the reward refuses.
 
     Example:
-        >>> r = ndcg_rule_reward(["x", "<a_1>", "y", "z"], ["<a_1>"] * 4, beam_rank=[0, 1, 0, 1])
+        >>> r = ndcg_rule_reward(["x", "<a_1>", "y", "z"], ["<a_1>"] * 4, beam_rank=[0, 1, 1, 0])
         >>> [round(v, 4) for v in r]
         [-0.6131, 0.0, 0.0, 0.0]
     """
+    if beam_rank is None:
+        raise ValueError("ndcg_rule needs each completion's beam rank: use beam-search rollouts (beam_search: true)")
     hits = _hits(completions, target_sid)
     ranks = list(beam_rank)
-    starts = [i for i, r in enumerate(ranks) if r == 0] + [len(ranks)]
-    if not ranks or starts[0] != 0:
-        raise ValueError("beam_rank must start each group at 0")
+    if len(ranks) != len(hits):
+        raise ValueError(f"beam_rank has {len(ranks)} entries for {len(hits)} completions")
+    group = max(ranks) + 1 if ranks else 0
+    if not ranks or len(ranks) % group:
+        raise ValueError("beam_rank must hold groups of equal size G, each with the ranks 0..G-1")
     out = [0.0] * len(ranks)
-    for lo, hi in itertools.pairwise(starts):
+    for lo in range(0, len(ranks), group):
+        hi = lo + group
+        if sorted(ranks[lo:hi]) != list(range(group)):
+            raise ValueError(
+                f"beam_rank {ranks[lo:hi]} of completions {lo}..{hi - 1} is not a permutation of 0..{group - 1}"
+            )
         if any(hits[lo:hi]):
             penalties = ndcg_penalties(hi - lo)
             for i in range(lo, hi):

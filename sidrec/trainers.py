@@ -78,8 +78,8 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
     With ``beam_search=True`` (MiniOneRec's setting) the G completions of a prompt are the top-G beams of a
     constrained beam search, best first, all distinct catalog SIDs; with ``beam_search=False`` they are G constrained
     samples at the trainer's temperature. TRL repeats each prompt G times in a row; one search runs per unique prompt
-    and its completions are returned in that layout. Each completion's rank in its group reaches the reward functions
-    as the ``beam_rank`` column. The hook is TRL's ``rollout_func`` (TRL passes its extra fields to the rewards).
+    and its completions are returned in that layout. With beam search, each completion's rank among its group's beam
+    scores reaches the reward functions as the ``beam_rank`` column; samples have no rank and no such column. The hook is TRL's ``rollout_func`` (TRL passes its extra fields to the rewards).
 
     Checkpoints also hold the reference model when ``sync_ref_model`` moves it (TRL reloads it from the starting
     checkpoint, which would make a resumed run differ from an uninterrupted one).
@@ -126,20 +126,20 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
                 indices = ranked.indices
                 if any(len(row) != group for row in indices):
                     raise RuntimeError(f"beam search returned fewer than {group} distinct SIDs for some prompt")
+                ranks = [r for row in ranked.scores for r in score_ranks(row)]
             else:
                 indices = sample_items(
                     model, tokenizer, unique, self.sid_trie, group, self.args.temperature, self.rollout_batch_size
                 )
+                ranks = None  # samples have no rank; rank-based rewards refuse them (SidrecGRPOConfig, ndcg_rule)
         sid_ids = self.sid_trie.sid_token_ids
         eos = self.sid_trie.eos_token_id
         completion_ids = [sid_ids[i].tolist() + [eos] for row in indices for i in row]
         prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        return {
-            "prompt_ids": prompt_ids,
-            "completion_ids": completion_ids,
-            "logprobs": None,
-            "beam_rank": [rank for _ in unique for rank in range(group)],
-        }
+        out = {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
+        if ranks is not None:
+            out["beam_rank"] = ranks
+        return out
 
     def _synced_ref_model(self):
         if self.ref_model is None or not self.args.sync_ref_model:
@@ -161,6 +161,30 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
         path = os.path.join(checkpoint, REF_MODEL_CHECKPOINT) if checkpoint else ""
         if ref is not None and os.path.isfile(path):
             load_model(ref, path, device=str(next(ref.parameters()).device))
+
+
+def score_ranks(scores: list[float]) -> list[int]:
+    """Each completion's rank in its group by beam score, best first (0); ties keep the search's order.
+
+    Example:
+        >>> score_ranks([-1.0, -3.0, -0.5, -3.0])
+        [1, 2, 0, 3]
+    """
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    ranks = [0] * len(scores)
+    for rank, i in enumerate(order):
+        ranks[i] = rank
+    return ranks
+
+
+def check_rollout_layout(args, catalog) -> None:
+    """Before any model work: a rollout is one SID plus EOS, and the GRPO groups fit (`check_group_layout`)."""
+    if args.max_completion_length != catalog.sid_length + 1:
+        raise UserError(
+            f"max_completion_length must be the SID length + EOS = {catalog.sid_length + 1}, "
+            f"got {args.max_completion_length}"
+        )
+    check_group_layout(args, len(catalog.vocab))
 
 
 def check_group_layout(args, num_sids: int) -> None:

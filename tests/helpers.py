@@ -24,6 +24,16 @@ def recipe(script, config, *extra, env=None, launcher=None, **flags):
     return run(*args, *extra, env=env, launcher=launcher)
 
 
+def quick_sft(data_dir, output_dir, steps, launcher=None):
+    """A few-step tiny SFT (no evaluation) to start GRPO or an eval from; asserts it finished."""
+    r = recipe(
+        "sft", "recipes/demo/sft.yaml", *TINY, launcher=launcher, data_dir=data_dir, output_dir=output_dir,
+        max_steps=steps, eval_strategy="no", early_stopping_patience="null",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    return str(output_dir)
+
+
 TINY = [
     "--tiny_hidden_size",
     "32",

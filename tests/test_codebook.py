@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sidrec.codebook import CodebookConfig, balanced_assign, codebook_report, residual_kmeans, resolve_collisions
-from sidrec.data import load_dataset
+from sidrec.data import load_rec_dataset
 
 from .helpers import run
 
@@ -85,7 +85,7 @@ def test_build_sids_round_trip_into_the_minionerec_layout(small_data_dir, tmp_pa
     index = [json.load(open(os.path.join(o, "index", "Synthetic.index.json"))) for o in outs]
     assert index[0] == index[1]  # same seed, same SIDs
     assert len({tuple(s) for s in index[0].values()}) == len(index[0])  # unique after resolution
-    data = load_dataset(outs[0], "Synthetic")  # validates CSV SIDs against the new index
+    data = load_rec_dataset(outs[0], "Synthetic")  # validates CSV SIDs against the new index
     assert all(row.item_sid == "".join(index[0][str(row.item_id)]) for row in data.splits["test"])
     report = json.load(open(os.path.join(outs[0], "index", "Synthetic.codebook.json")))
     assert report["after_resolution"]["items_sharing_a_sid"] == 0 and report["config"]["balanced"]
@@ -120,7 +120,7 @@ def test_prepare_interactions_writes_splits_sidrec_reads(small_data, small_data_
     r = run("scripts/prepare_interactions.py", "--interactions", str(path), "--data_dir", str(data_dir),
             "--category", "Synthetic", "--k_core", "2")  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    data = load_dataset(str(data_dir), "Synthetic")
+    data = load_rec_dataset(str(data_dir), "Synthetic")
     sizes = {s: len(data.splits[s]) for s in ("train", "valid", "test")}
     assert sizes["train"] > 7 * sizes["test"] > 0
     assert all(1 <= len(row.history_sids) <= 10 for row in data.splits["train"])

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from sidrec.data import DataValidationError, load_dataset
+from sidrec.data import DataValidationError, load_rec_dataset
 from sidrec.data.synthetic import SyntheticConfig, generate
 
 
@@ -151,7 +151,7 @@ def test_validation_errors_name_file_row_field(small_data_dir, tmp_path, mutate,
     d = copy_data(small_data_dir, tmp_path)
     mutate(d)
     with pytest.raises(DataValidationError, match=pattern):
-        load_dataset(d, "Synthetic")
+        load_rec_dataset(d, "Synthetic")
 
 
 def test_sid_mismatch_with_index_is_an_error(small_data_dir, tmp_path, small_data):
@@ -159,12 +159,12 @@ def test_sid_mismatch_with_index_is_an_error(small_data_dir, tmp_path, small_dat
     other = next(i for i in small_data.catalog.items.values() if i.item_id != small_data.splits["train"][1].item_id)
     rewrite_csv(os.path.join(d, TRAIN), 2, "item_sid", other.sid)
     with pytest.raises(DataValidationError, match=r"row 2, field 'item_sid': SID .* differs from the index"):
-        load_dataset(d, "Synthetic")
+        load_rec_dataset(d, "Synthetic")
 
 
 def test_missing_data_dir():
     with pytest.raises(DataValidationError, match="data_dir does not exist"):
-        load_dataset("/nonexistent/dir", "Synthetic")
+        load_rec_dataset("/nonexistent/dir", "Synthetic")
 
 
 def test_shared_sids_are_legal_and_warned(small_data_dir, tmp_path, caplog):
@@ -185,7 +185,7 @@ def test_shared_sids_are_legal_and_warned(small_data_dir, tmp_path, caplog):
                 with open(p, "w") as f:
                     f.write(text.replace(old, new))
     with caplog.at_level(logging.WARNING):
-        data = load_dataset(d, "Synthetic")
+        data = load_rec_dataset(d, "Synthetic")
     assert data.catalog.num_collisions == 1
     assert len(data.catalog.vocab) == 47
     assert "1 items share a SID" in caplog.text

@@ -137,6 +137,7 @@ def test_decoding_benchmark_runs_and_reports(monkeypatch):
     summary = bench.main(
         ["--synthetic", "--beams", "6", "--slow_users", "3", "--fast_users", "5", "--fast_batch", "2"]
     )
-    assert summary["identical_topk"] and summary["invalid"] == 0
-    assert summary["users_slow"] == 3 and summary["users_fast"] == 5
-    assert summary["speedup_vs_naive"] > 0 and summary["ratio_to_floor"] > 0
+    # the fast decoder's top-6 lists equal the slow reference decoder's on the 3 users both ranked, with no invalid
+    # SIDs (the speed figures themselves are for the benchmark to report, not for a unit test to judge)
+    assert summary["identical_topk"] is True and summary["invalid"] == 0
+    assert summary["users_slow"] == 3 and summary["users_fast"] == 5 and summary["num_beams"] == 6

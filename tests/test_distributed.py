@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import load_file
 
 from .conftest import REPO
-from .helpers import TINY, recipe
+from .helpers import TINY, quick_sft, recipe
 
 CONFIGS = os.path.join(REPO, "accelerate_configs")
 CPU_MULTI = os.path.join(CONFIGS, "cpu_multi.yaml")
@@ -83,6 +83,7 @@ def test_reference_sft_global_batch_is_checked_against_the_process_count(procs, 
             cfg.check_global_batch(procs)
 
 
+@pytest.mark.slow
 def test_sft_two_processes_shard_the_data(small_data_dir, tmp_path):
     out = str(tmp_path / "sft")
     r = recipe(
@@ -112,13 +113,9 @@ def test_sft_two_processes_shard_the_data(small_data_dir, tmp_path):
         assert ranking[f"eval_ndcg@{k}"] == pytest.approx(single[f"NDCG@{k}"], abs=1e-12)
 
 
+@pytest.mark.slow
 def test_grpo_two_processes_sync_the_reference_and_checkpoint(small_data_dir, tmp_path):
-    sft = str(tmp_path / "sft")
-    r = recipe(
-        "sft", "recipes/demo/sft.yaml", *TINY, data_dir=small_data_dir, output_dir=sft, max_steps=2,
-        eval_strategy="no", early_stopping_patience="null",
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
+    sft = quick_sft(small_data_dir, tmp_path / "sft", steps=2)
     out = str(tmp_path / "grpo")
     r = recipe(
         "grpo", "recipes/demo/grpo.yaml", launcher=CPU_MULTI, data_dir=small_data_dir, model_name_or_path=sft,

@@ -108,10 +108,10 @@ def test_eval_is_deterministic_and_two_processes_equal_one(sft_run, small_data_d
 
 def test_eval_resumes_at_the_first_unfinished_shard(sft_run, small_data_dir, tmp_path, monkeypatch):
     from sidrec import evaluation
-    from sidrec.data import load_dataset
+    from sidrec.data import load_rec_dataset
     from sidrec.modeling import load_tokenizer
 
-    data = load_dataset(small_data_dir, "Synthetic", ("test",))
+    data = load_rec_dataset(small_data_dir, "Synthetic", ("test",))
     rows = data.splits["test"][:20]
     tokenizer = load_tokenizer(sft_run)
     from transformers import AutoModelForCausalLM
@@ -135,7 +135,6 @@ def test_eval_resumes_at_the_first_unfinished_shard(sft_run, small_data_dir, tmp
         evaluation.run_sharded_eval(model, tokenizer, rows, data.catalog, out, {}, **kwargs)
     assert len(glob.glob(os.path.join(out, "shards", "shard-*.json"))) == 2
     calls.clear()
-    monkeypatch.setattr(evaluation, "rank_items", real)
     monkeypatch.setattr(evaluation, "rank_items", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
     resumed = evaluation.run_sharded_eval(model, tokenizer, rows, data.catalog, out, {}, **kwargs)
     assert calls == [6, 2]  # shards 2 and 3 only (20 rows = 6 + 6 + 6 + 2)

@@ -126,7 +126,7 @@ def test_leak_detector():
 
 
 def test_unknown_task_is_an_error():
-    with pytest.raises(UserError, match="unknown task name.*'nope'"):
+    with pytest.raises(UserError, match=r"tasks \['nope'\]: unknown or not allowed \['nope'\]; allowed: sid_seq, "):
         build_tasks(["nope"], [], catalog([Item("9", "<a_1><b_1><c_9>", "t")]))
 
 

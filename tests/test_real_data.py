@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from sidrec.data import load_dataset
+from sidrec.data import load_rec_dataset
 from sidrec.data.prompts import build_sid_seq, build_tasks, fit_to_length
 from sidrec.modeling import build_local_tokenizer, tokenizer_corpus
 
@@ -20,7 +20,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def industrial():
-    return load_dataset(REAL_DATA, "Industrial_and_Scientific")
+    return load_rec_dataset(REAL_DATA, "Industrial_and_Scientific")
 
 
 def test_industrial_loads_with_published_counts(industrial):

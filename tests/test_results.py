@@ -11,7 +11,7 @@ from sidrec.baselines import (
     score_rankings,
     train_sasrec,
 )
-from sidrec.data import load_dataset
+from sidrec.data import load_rec_dataset
 from sidrec.data.synthetic import SyntheticConfig, make_synthetic_dataset
 from sidrec.results import write_results
 from sidrec.utils import atomic_write_json
@@ -21,7 +21,7 @@ from .helpers import run
 
 def test_sasrec_trains_and_beats_random(tmp_path):
     # the demo's default synthetic catalog (600 items): random ranking gets HR@10 = 10/600
-    data = load_dataset(make_synthetic_dataset(str(tmp_path / "syn"), SyntheticConfig()), "Synthetic")
+    data = load_rec_dataset(make_synthetic_dataset(str(tmp_path / "syn"), SyntheticConfig()), "Synthetic")
     train, valid, test = (data.splits[s] for s in ("train", "valid", "test"))
     cfg = SASRecConfig(hidden=32, epochs=6, patience=6, lr=3e-3)
     model, index, log = train_sasrec(train, valid, data.catalog, cfg, show_progress=False)

@@ -6,7 +6,7 @@ from sidrec.data.minionerec import (
     Interaction,
     Item,
     RecDataset,
-    load_dataset,
+    load_rec_dataset,
 )
 from sidrec.data.prompts import TASKS, PromptExample, build_tasks, fit_to_length, format_prompt
 
@@ -21,5 +21,5 @@ __all__ = [
     "build_tasks",
     "fit_to_length",
     "format_prompt",
-    "load_dataset",
+    "load_rec_dataset",
 ]

@@ -271,7 +271,7 @@ class RecDataset:
     splits: dict[str, list[Interaction]]
 
 
-def load_dataset(
+def load_rec_dataset(
     data_dir: str,
     category: str,
     splits: tuple[str, ...] = SPLITS,

@@ -292,14 +292,26 @@ def build_title_words(catalog: Catalog, style: str = DEFAULT_PROMPT_STYLE) -> li
 
 CATALOG_TASKS = {"item_alignment": build_item_alignment, "title_words": build_title_words}
 TASKS = (*ROW_TASKS, *CATALOG_TASKS)
+# Tasks with SID answers (GRPO prompts; item_alignment's SID -> title examples are dropped there).
+RL_TASKS = ("sid_seq", "sid_last", "title_seq2sid", "item_alignment")
 
 
-def check_task_names(names: Sequence[str]) -> None:
-    unknown = [n for n in names if n not in TASKS]
-    if unknown:
-        raise UserError(f"unknown task name(s) {unknown}; known tasks: {list(TASKS)}")
-    if not names:
-        raise UserError(f"at least one task is needed; known tasks: {list(TASKS)}")
+def check_task_names(names: Sequence[str], allowed: Sequence[str] = TASKS, field: str = "tasks") -> None:
+    """Raise a one-line `UserError` naming ``field`` when ``names`` is empty or has a name outside ``allowed``.
+
+    Example:
+        >>> check_task_names(["sid_seq", "fusion"], RL_TASKS, "rl_tasks")
+        Traceback (most recent call last):
+        ...
+        sidrec.utils.UserError: rl_tasks ['sid_seq', 'fusion']: unknown or not allowed ['fusion']; allowed: sid_seq, sid_last, title_seq2sid, item_alignment
+    """
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        raise UserError(
+            f"{field} {list(names)}: "
+            + (f"unknown or not allowed {unknown}" if unknown else "empty")
+            + f"; allowed: {', '.join(allowed)}"
+        )
 
 
 def build_tasks(
@@ -364,6 +376,14 @@ def fit_to_length(examples: Sequence[PromptExample], tokenizer, max_length: int 
 
 def _lengths(tokenizer, texts: list[str]) -> list[int]:
     return [len(ids) for ids in tokenizer(texts)["input_ids"]]
+
+
+def to_rl_dataset(records: Sequence[dict]):
+    """A `datasets.Dataset` of GRPO prompts (``prompt``, ``target_sid``): the records whose answer is a SID."""
+    from datasets import Dataset
+
+    keep = [r for r in records if r["completion"] == r["target_sid"]]
+    return Dataset.from_dict({"prompt": [r["prompt"] for r in keep], "target_sid": [r["target_sid"] for r in keep]})
 
 
 def to_hf_dataset(records: Sequence[dict]):

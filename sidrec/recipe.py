@@ -1,0 +1,110 @@
+"""The skeleton every recipe shares: launch checks, process state, output dir, tracking, run summary, failure record.
+
+A recipe reads as "parse, build, train or evaluate, write"::
+
+    def main():
+        script_args, args, model_args = parse_config(TrlParser((SidrecScriptArguments, SidrecSFTConfig, ModelConfig)))
+        with run_recipe("sft", script_args, args, model_args) as run:
+            data = run.load_data(("train", "valid"))
+            ...  # build, train
+            run.finish(metrics, outputs=[args.output_dir])
+
+In the style of TRL's ``trl/scripts/*.py``: the recipe keeps the parts a reader needs to see (what is loaded, what is
+trained, what is written) and this module keeps the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Iterator, Sequence
+
+from sidrec.launch import check_launch
+from sidrec.tracking import active_run_info, setup_tracking
+from sidrec.utils import RunSummary, check_output_dir, process_state, resume_arg
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@dataclasses.dataclass
+class Run:
+    """One recipe run: its parsed configs, accelerate's process state and its `RunSummary`."""
+
+    stage: str
+    script_args: object
+    args: object  # the stage's config (SidrecSFTConfig, SidrecGRPOConfig, EvalConfig)
+    model_args: object
+    state: object
+    summary: RunSummary
+    resume: object  # what Trainer.train(resume_from_checkpoint=...) takes; True/False for evaluation
+
+    @property
+    def output_dir(self) -> str:
+        return self.args.output_dir
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.state.is_main_process
+
+    def load_data(self, splits: Sequence[str], max_rows: dict | None = None):
+        """The dataset's ``splits`` (see `sidrec.data.load_rec_dataset`), timed and fingerprinted in the summary.
+
+        ``max_rows`` defaults to the script arguments' ``max_train_rows`` / ``max_valid_rows``.
+        """
+        from sidrec.data import load_rec_dataset
+
+        if max_rows is None:
+            max_rows = {"train": self.script_args.max_train_rows, "valid": self.script_args.max_valid_rows}
+        with self.summary.timed("load_data"):
+            data = load_rec_dataset(self.script_args.data_dir, self.script_args.category, tuple(splits), max_rows)
+            self.summary.add_data_files(data.paths.all_files())
+        return data
+
+    def timed(self, name: str):
+        """Time a block into ``run_summary.json``'s ``wall_time_s[name]``."""
+        return self.summary.timed(name)
+
+    def finish(self, metrics: dict, outputs: Sequence[str], **extra) -> None:
+        """Write the final ``run_summary.json`` (status ok) from the main process; the others return at once."""
+        if not self.is_main_process:
+            return
+        self.summary.data["metrics"] = metrics
+        self.summary.data["outputs"] = list(outputs)
+        self.summary.data.update(extra)
+        if "wandb" not in extra:
+            self.summary.data["wandb"] = active_run_info() if self.script_args.tracking else {}
+        self.summary.write("ok")
+
+
+@contextlib.contextmanager
+def run_recipe(stage: str, script_args, args, model_args) -> Iterator[Run]:
+    """Check the launch, prepare the output dir and tracking, and record the run in ``run_summary.json``.
+
+    Before any data or model work: the launch must run as configured (`sidrec.launch.check_launch`: a DeepSpeed
+    launch never quietly becomes DDP), the process count must give the recipe's global batch, and output_dir must be
+    empty unless the run overwrites or resumes. A failure inside the block is recorded (status "failed" and the
+    error) and re-raised with its traceback; `sidrec.utils.run_main` decides how it is reported.
+
+    Args:
+        stage (`str`): ``sft``, ``grpo`` or ``eval``: the summary's ``stage``.
+        script_args (`SidrecScriptArguments`): Data and tracking arguments.
+        args: The stage's config; training configs resume with ``resume_from_checkpoint``, `EvalConfig` with
+            ``resume``.
+        model_args (`trl.ModelConfig`): The model to load.
+    """
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    training = hasattr(args, "resume_from_checkpoint")
+    check_launch(args.use_cpu, getattr(args, "bf16", False))
+    state = process_state(cpu=args.use_cpu)
+    if training:
+        args.check_global_batch(state.num_processes)
+    resume = resume_arg(args.resume_from_checkpoint) if training else args.resume
+    check_output_dir(args.output_dir, args.overwrite_output_dir, resume=bool(resume))
+    setup_tracking(script_args, args.output_dir, args if training else None)
+    summary = RunSummary(args.output_dir, stage, (script_args, args, model_args), args.seed, state)
+    try:
+        yield Run(stage, script_args, args, model_args, state, summary, resume)
+    except BaseException as e:
+        summary.write("failed", error=f"{type(e).__name__}: {e}")
+        raise
