@@ -154,7 +154,10 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
 
     sft_tasks: list[str] = field(
         default_factory=lambda: ["sid_seq", "item_alignment"],
-        metadata={"help": f"Training tasks, any of {list(TASKS)}. Eval loss is measured on sid_seq over valid."},
+        metadata={
+            "help": f"Training tasks, any of {list(TASKS)}; a task listed n times contributes its examples n times "
+            "(a mixture weight). Eval loss is measured on sid_seq over valid."
+        },
     )
     prompt_style: str = field(
         default="minionerec",
