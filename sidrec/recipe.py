@@ -40,10 +40,6 @@ class Run:
     resume: object  # what Trainer.train(resume_from_checkpoint=...) takes; True/False for evaluation
 
     @property
-    def output_dir(self) -> str:
-        return self.args.output_dir
-
-    @property
     def is_main_process(self) -> bool:
         return self.state.is_main_process
 

@@ -43,8 +43,7 @@ def test_every_recipe_yaml_parses(path):
         assert owners, f"{key} is in no config"
         got = getattr(owners[0], key)
         if key in ("lr_scheduler_type", "eval_strategy", "save_strategy", "train_sampling_strategy", "report_to"):
-            got = got if isinstance(got, list) else str(getattr(got, "value", got))
-            value = value if not isinstance(value, list) else value
+            got = got if isinstance(got, list) else str(getattr(got, "value", got))  # enums compare by value
         if key == "report_to" and value == "none":
             value = []
         assert got == value, f"{key}: YAML {value!r}, parsed {got!r}"
