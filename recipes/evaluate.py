@@ -3,6 +3,7 @@
     accelerate launch recipes/evaluate.py --config recipes/demo/eval.yaml
     accelerate launch recipes/evaluate.py --config recipes/industrial/tiny-cpu/eval.yaml --model_name_or_path <ckpt>
     accelerate launch --num_processes 2 recipes/evaluate.py --config ...   # shards the split, same metrics.json
+    python recipes/evaluate.py --config ... --backend vllm                   # the same search on a vLLM engine
 
 Writes predictions.jsonl, metrics.json and run_summary.json to output_dir; the last line printed is metrics.json's path.
 An interrupted run continues with --resume true (finished shards are kept).
@@ -16,7 +17,15 @@ from trl import ModelConfig, TrlParser
 from sidrec.configs import EvalConfig, SidrecScriptArguments
 from sidrec.evaluation import clear_shards, run_sharded_eval, sample_rows, write_eval_outputs
 from sidrec.launch import describe_process_state
-from sidrec.modeling import check_sid_tokens, default_dtype, get_model, get_tokenizer, prompt_style_of
+from sidrec.modeling import (
+    check_sid_tokens,
+    checkpoint_prompt_style,
+    default_dtype,
+    get_model,
+    get_tokenizer,
+    is_adapter_dir,
+    prompt_style_of,
+)
 from sidrec.recipe import run_recipe
 from sidrec.tracking import log_eval_metrics
 from sidrec.utils import UserError, config_dict, parse_config, run_main
@@ -45,15 +54,24 @@ def main():
         with run.timed("load_model"):
             tokenizer = get_tokenizer(model_args, args.trust_remote_code)
             check_sid_tokens(tokenizer, data.catalog.vocab, model_args.model_name_or_path)
-            # A full checkpoint or an SFT adapter (merged); bfloat16 on CUDA, float32 on CPU unless dtype is set.
-            model = get_model(model_args, default_dtype(None, run.state.device), args.trust_remote_code)
-            model = model.to(run.state.device)
-            run.summary.data["launch"] = describe_process_state(run.state, model)
-            run.summary.data["prompt_style"] = prompt_style_of(model)  # as the checkpoint was trained
+            model, ranker = None, None
+            if args.backend == "vllm":
+                ranker, engine = _vllm_ranker(args, model_args, tokenizer, data.catalog, run.state)
+                style = checkpoint_prompt_style(model_args.model_name_or_path)
+                run.summary.data["launch"] = {**describe_process_state(run.state), **engine}
+            else:
+                # A full checkpoint or an SFT adapter (merged); bfloat16 on CUDA, float32 on CPU unless dtype is set.
+                model = get_model(model_args, default_dtype(None, run.state.device), args.trust_remote_code)
+                model = model.to(run.state.device)
+                style = prompt_style_of(model)
+                run.summary.data["launch"] = describe_process_state(run.state, model)
+            run.summary.data["prompt_style"] = style  # as the checkpoint was trained
 
         # Rank every row's next item shard by shard (shards split across processes), merge, score, write.
         with run.timed("rank"):
-            settings = ("split", "max_samples", "sample_seed", "num_beams", "batch_size", "max_length", "decoder")
+            settings = (
+                "split", "max_samples", "sample_seed", "num_beams", "batch_size", "max_length", "decoder", "backend",
+            )  # fmt: skip
             fingerprint = {
                 "model": model_args.model_name_or_path,
                 "data": run.summary.data["data_files"],
@@ -76,6 +94,8 @@ def main():
                 process_index=run.state.process_index,
                 num_processes=run.state.num_processes,
                 wait_for_everyone=run.state.wait_for_everyone,
+                ranker=ranker,
+                style=style,
             )
         if not run.is_main_process:
             return
@@ -94,6 +114,39 @@ def main():
             "invalid=%d  samples=%d  beams=%d", metrics["invalid"], metrics["num_samples"], metrics["num_beams"]
         )
         print(metrics_path)
+
+
+def _vllm_ranker(args, model_args, tokenizer, catalog, state):
+    """The vLLM engine and `VllmRanker` for ``backend: vllm``; returns ``(rank(prompts), engine description)``."""
+    if state.num_processes > 1:
+        raise UserError(
+            "backend vllm runs in one process (the engine batches the beams itself); launch without "
+            f"--num_processes, got {state.num_processes}"
+        )
+    if is_adapter_dir(model_args.model_name_or_path):
+        raise UserError("backend vllm takes a full checkpoint; merge the adapter first or use backend hf")
+    try:
+        import vllm
+
+        from sidrec.vllm_backend import VllmRanker, make_llm
+    except ImportError as e:
+        raise UserError(f"backend vllm needs vLLM (`make install-vllm`, then use .venv-vllm): {e}") from e
+    dtype = model_args.dtype if model_args.dtype not in (None, "auto") else str(default_dtype(None, state.device))
+    dtype = dtype.removeprefix("torch.")
+    llm = make_llm(
+        model_args.model_name_or_path,
+        dtype=dtype,
+        seed=args.seed,
+        enforce_eager=args.vllm_enforce_eager,
+        trust_remote_code=args.trust_remote_code,
+    )
+    ranker = VllmRanker(llm, tokenizer, catalog.vocab.compile(tokenizer))
+    engine = {"engine": f"vllm {vllm.__version__} {type(llm.llm_engine).__name__}", "vllm_dtype": dtype}
+
+    def rank(prompts):
+        return ranker.rank(prompts, args.num_beams, args.batch_size, show_progress=False)
+
+    return rank, engine
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ def main():
             **result.metrics,
             **(best_model_record(trainer) if ranking is not None else {}),
             "num_prompts": len(train_ds),
+            "rollouts": trainer.rollout_stats,  # engine, completions drawn on this process, invalid (always 0)
             "first_logged_reward": rewards[0] if rewards else None,
             "last_logged_reward": rewards[-1] if rewards else None,
         }

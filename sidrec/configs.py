@@ -232,6 +232,14 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
         metadata={"help": "Rollouts are the top-G constrained beams (True) or G constrained samples (False)."},
     )
     rollout_batch_size: int = field(default=8, metadata={"help": "Unique prompts per generate call in rollouts."})
+    vllm_importance_sampling_correction: bool = field(
+        default=False,
+        metadata={
+            "help": "TRL's correction for the vLLM/trainer mismatch. Off, and refused with use_vllm: vLLM's sampling "
+            "log-probs are of the SID-masked distribution, the trainer's of the full vocabulary, so their ratio is "
+            "the masked-out mass, not a mismatch (docs/VLLM.md)."
+        },
+    )
     max_prompt_tokens: int = field(
         default=512, metadata={"help": "Prompt token budget; the oldest history items are dropped to fit."}
     )
@@ -248,6 +256,16 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
             )
         if self.rollout_batch_size < 1:
             raise UserError("rollout_batch_size must be positive")
+        if self.use_vllm and self.beam_search:
+            raise UserError(
+                "use_vllm: true samples rollouts on vLLM; set beam_search: false (beam-search rollouts run on the "
+                "trainer's model, the default)"
+            )
+        if self.use_vllm and self.vllm_importance_sampling_correction:
+            raise UserError(
+                "vllm_importance_sampling_correction: true cannot be used with SID-constrained vLLM rollouts: vLLM's "
+                "log-probs are of the masked distribution, the trainer's of the full vocabulary (docs/VLLM.md)"
+            )
         self._check_sidrec_fields()
         self._setup_model_selection(ranking_required=True)
         if self.evaluates:
@@ -272,6 +290,17 @@ class EvalConfig:
             "help": "tree (one prefill per prompt, beams share its KV cache), generate (HF beam search + the "
             "constraint processor, for comparison) or auto (tree unless the attention cannot take a tree mask)."
         },
+    )
+    backend: str = field(
+        default="hf",
+        metadata={
+            "help": "hf (the checkpoint in transformers, `decoder` picks the search) or vllm (the same constrained "
+            "beam search driven over a vLLM engine: same lists and scores; needs `make install-vllm`, one process)."
+        },
+    )
+    vllm_enforce_eager: bool = field(
+        default=False,
+        metadata={"help": "backend vllm: skip vLLM's graph compilation (faster start, slower steps)."},
     )
     max_samples: int | None = field(
         default=None,
@@ -322,6 +351,8 @@ class EvalConfig:
             raise UserError(f"split must be test, valid or train, got {self.split!r}")
         if self.decoder not in DECODERS:
             raise UserError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
+        if self.backend not in ("hf", "vllm"):
+            raise UserError(f"backend must be hf or vllm, got {self.backend!r}")
         if self.num_beams < 1 or self.batch_size < 1:
             raise UserError("num_beams and batch_size must be positive")
         if self.max_samples is not None and self.max_samples < 1:

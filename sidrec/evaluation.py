@@ -146,18 +146,23 @@ def run_sharded_eval(
     process_index: int = 0,
     num_processes: int = 1,
     wait_for_everyone=lambda: None,
+    ranker=None,
+    style: str | None = None,
 ) -> tuple[dict, list[dict]] | None:
     """Decode this process's shards (skipping finished ones), then merge on the main process.
 
     Args:
         fingerprint (`dict`): Everything that decides the predictions (checkpoint, split, beams, ...); a resumed run
             with a different fingerprint is refused rather than mixing shards of two settings.
+        ranker (*optional*): ``ranker(prompts) -> RankedItems`` in place of `rank_items` on ``model`` (the vLLM
+            backend, `sidrec.vllm_backend.VllmRanker.rank`); ``model`` may then be None and ``style`` must be given.
+        style (`str`, *optional*): The checkpoint's prompt style; default: read from ``model``.
 
     Returns:
         ``(metrics, predictions)`` on the main process, ``None`` on the others.
     """
     shard_dir = os.path.join(output_dir, SHARDS_DIR)
-    style = prompt_style_of(model)
+    style = style or prompt_style_of(model)
     fingerprint = {**fingerprint, "num_rows": len(rows), "shard_size": shard_size, "prompt_style": style}
     prompts = eval_prompts(rows, tokenizer, max_length, source, style)  # every prompt is checked before any decoding
     if process_index == 0:
@@ -170,7 +175,10 @@ def run_sharded_eval(
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"eval shards (rank {process_index})")
     for i in todo:
         lo, hi = starts[i], starts[i] + shard_size
-        ranked = rank_items(model, tokenizer, prompts[lo:hi], trie, num_beams, batch_size, False, decoder)
+        if ranker is not None:
+            ranked = ranker(prompts[lo:hi])
+        else:
+            ranked = rank_items(model, tokenizer, prompts[lo:hi], trie, num_beams, batch_size, False, decoder)
         shard = {
             "invalid": ranked.invalid,
             "predictions": _prediction_records(rows[lo:hi], ranked.sids, ranked.scores),

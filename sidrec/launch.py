@@ -61,9 +61,9 @@ def _class_name(obj) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def describe_process_state(state, model) -> dict:
+def describe_process_state(state, model=None) -> dict:
     """The process group a run joined and its model's precision; what evaluation (no Trainer, no engine) records."""
-    dtype = _dtype_name(next(model.parameters()).dtype)
+    dtype = _dtype_name(next(model.parameters()).dtype) if model is not None else None
     return {
         "distributed_type": str(state.distributed_type).rsplit(".", 1)[-1],
         "num_processes": state.num_processes,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 
+import torch
 from accelerate.utils import gather_object
 from safetensors.torch import load_model, save_model
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 from trl import GRPOTrainer, SFTTrainer
 from trl.models import unwrap_model_for_generation
 
-from sidrec.decoding import rank_items, sample_items
+from sidrec.decoding import rank_items, sample_items, sequences_to_sids
 from sidrec.evaluation import RankingEval
 from sidrec.sid import SidTrie
 from sidrec.utils import UserError
@@ -77,7 +78,8 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
 
     With ``beam_search=True`` (MiniOneRec's setting) the G completions of a prompt are the top-G beams of a
     constrained beam search, best first, all distinct catalog SIDs; with ``beam_search=False`` they are G constrained
-    samples at the trainer's temperature. TRL repeats each prompt G times in a row; one search runs per unique prompt
+    samples at the trainer's temperature, drawn by the trainer's model or, with ``use_vllm``, by TRL's vLLM engine
+    (colocate or server) through `sidrec.vllm_backend.SidTrieLogitsProcessor` (TRL syncs the weights first). TRL repeats each prompt G times in a row; one search runs per unique prompt
     and its completions are returned in that layout. With beam search, each completion's rank among its group's beam
     scores reaches the reward functions as the ``beam_rank`` column; samples have no rank and no such column. The
     hook is TRL's ``rollout_func`` (TRL passes its extra fields to the rewards).
@@ -110,6 +112,11 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
         self.sid_trie = sid_trie
         self.beam_search = beam_search
         self.rollout_batch_size = rollout_batch_size
+        config = kwargs.get("args")
+        # What made the rollouts, for run_summary.json (the engine, and that every completion was a catalog SID).
+        self.rollout_stats = {"engine": "trainer model", "completions": 0, "invalid": 0}
+        if config is not None and config.use_vllm:
+            self.rollout_stats["engine"] = _prepare_vllm_rollouts(config, sid_trie, beam_search)
         super().__init__(*args, rollout_func=self._sid_rollout, **kwargs)
         check_group_layout(self.args, sid_trie.num_sids)
 
@@ -119,6 +126,8 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
         if len(unique) * group != len(prompts) or any(p != unique[i // group] for i, p in enumerate(prompts)):
             raise RuntimeError(f"expected each prompt repeated {group} times in a row")
         tokenizer = self.processing_class
+        if self.use_vllm:
+            return self._vllm_rollout(prompts, group)
         with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as model:
             if self.beam_search:
                 ranked = rank_items(
@@ -140,7 +149,33 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
         out = {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
         if ranks is not None:
             out["beam_rank"] = ranks
+        self.rollout_stats["completions"] += len(completion_ids)
         return out
+
+    def _vllm_rollout(self, prompts: list[str], group: int) -> dict:
+        """G constrained samples per prompt from TRL's vLLM engine (weights already synced by TRL)."""
+        prompt_ids = self.processing_class(prompts, add_special_tokens=False)["input_ids"]
+        prompt_ids, completion_ids, _, _ = self.vllm_generation.generate(
+            prompts=prompt_ids, images=None, num_generations=group
+        )
+        completion_ids = [list(c) for c in completion_ids]
+        width = self.sid_trie.sid_length + 1
+        padded = torch.tensor([(c + [-1] * width)[:width] for c in completion_ids], dtype=torch.long)
+        _, valid = sequences_to_sids(self.sid_trie, padded.clamp(min=0))
+        valid &= torch.tensor([len(c) == width for c in completion_ids])
+        invalid = int((~valid).sum())
+        self.rollout_stats["completions"] += len(completion_ids)
+        self.rollout_stats["invalid"] += invalid
+        if invalid:
+            bad = completion_ids[int((~valid).nonzero()[0])]
+            raise RuntimeError(
+                f"vLLM returned {invalid} of {len(completion_ids)} completions that are not a catalog SID + EOS "
+                f"(first: {bad}); the SID trie logits processor did not constrain them"
+            )
+        # Sampling log-probs are not returned: vLLM's are of the trie-masked distribution, the trainer's of the full
+        # vocabulary, so TRL's importance-sampling correction would compare two different distributions (it is
+        # refused with use_vllm in SidrecGRPOConfig).
+        return {"prompt_ids": [list(p) for p in prompt_ids], "completion_ids": completion_ids, "logprobs": None}
 
     def _synced_ref_model(self):
         if self.ref_model is None or not self.args.sync_ref_model:
@@ -162,6 +197,33 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
         path = os.path.join(checkpoint, REF_MODEL_CHECKPOINT) if checkpoint else ""
         if ref is not None and os.path.isfile(path):
             load_model(ref, path, device=str(next(ref.parameters()).device))
+
+
+def _prepare_vllm_rollouts(args, sid_trie: SidTrie, beam_search: bool) -> str:
+    """Before TRL builds its vLLM engine: the trie file the logits processor reads, passed to every rollout request
+    through ``generation_kwargs``, and on CPU the weight-sync patch. Returns a description for run_summary.json."""
+    if beam_search:
+        raise UserError(
+            "use_vllm: true samples rollouts on vLLM; set beam_search: false (beam search runs on the trainer's model)"
+        )
+    try:
+        from sidrec import vllm_backend
+    except ImportError as e:
+        raise UserError(f"use_vllm: true needs vLLM (`make install-vllm`, then use .venv-vllm): {e}") from e
+    import vllm
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    path = vllm_backend.write_trie_file(sid_trie, os.path.abspath(os.path.join(args.output_dir, "sid_trie.json")))
+    extra = {**((args.generation_kwargs or {}).get("extra_args") or {}), vllm_backend.TRIE_ARG: path}
+    args.generation_kwargs = {**(args.generation_kwargs or {}), "extra_args": extra}
+    engine = f"vllm {vllm.__version__} {args.vllm_mode}"
+    if args.vllm_mode == "colocate":
+        # The patch must reach the engine, so the engine must run in this process.
+        if os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0") != "0":
+            raise UserError("vllm_mode colocate needs VLLM_ENABLE_V1_MULTIPROCESSING=0 (the engine in-process)")
+        if vllm_backend.patch_cpu_weight_sync():
+            engine += " (CPU, weight-sync patch)"
+    return engine
 
 
 def score_ranks(scores: list[float]) -> list[int]:
