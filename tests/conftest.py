@@ -42,7 +42,7 @@ _SKIP_REASONS: dict[str, set] = {}
 
 def pytest_runtest_logreport(report):
     if report.when == "call" or (report.when == "setup" and report.skipped):
-        for marker in ("real_data", "gpu", "slow"):
+        for marker in ("real_data", "gpu", "slow", "vllm"):
             if marker in report.keywords:
                 outcome = "skipped" if report.skipped else "ran"
                 counts = _MARKED_OUTCOMES.setdefault(marker, {"ran": 0, "skipped": 0})

@@ -17,6 +17,7 @@ ALLOWED = {
     "sidrec.decoding": {"sidrec.sid", "sidrec.utils"},
     "sidrec.utils": {"sidrec", "sidrec.launch"},
     "sidrec.launch": {"sidrec.utils"},
+    "sidrec.vllm_backend": {"sidrec.decoding", "sidrec.sid", "sidrec.utils"},
 }
 FORBIDDEN_EVERYWHERE = ("recipes", "scripts", "tests")
 
@@ -50,6 +51,19 @@ def test_imports_follow_the_layers(path):
     ours = {m for m in imports if m == "sidrec" or m.startswith("sidrec.")} - {name}
     bad = sorted(m for m in ours if not any(m == a or m.startswith(a + ".") for a in rule))
     assert bad == [], f"{name} imports {bad}; allowed: {sorted(rule)}"
+
+
+def test_only_the_vllm_backend_imports_vllm_at_module_level():
+    # sidrec must import, and every path but the vLLM one run, where vllm is not installed (`make install`).
+    for path in SOURCES:
+        top = set()
+        for node in ast.parse(open(path).read()).body:
+            if isinstance(node, ast.ImportFrom) and node.module:
+                top.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                top.update(alias.name.split(".")[0] for alias in node.names)
+        if module_name(path) != "sidrec.vllm_backend":
+            assert "vllm" not in top, f"{module_name(path)} imports vllm at module level"
 
 
 def test_the_rule_catches_a_data_module_importing_the_trainers(tmp_path, monkeypatch):
