@@ -10,7 +10,10 @@ Methods, each timed on the same prompts (s/user = wall time / users):
   (b) generate: HF generate + sidrec's tensor processor (`rank_items(decoder="generate")`);
   (c) tree:     sidrec's constrained beam search, one prefill per prompt (`rank_items(decoder="tree")`);
   (d) floor:    the model forwards alone that any shared-prompt decode needs (one prefill + one step per SID token
-                and EOS for all beams), no constraint and no search.
+                and EOS for all beams), no constraint and no search;
+  (e) vllm:     with --vllm (in .venv-vllm), the same constrained beam search driven over a vLLM engine holding the
+                same weights (`sidrec.vllm_backend.VllmRanker`), on the users of (a) and (b); its lists are compared
+                with (c)'s. Engine start-up is reported apart (vllm_init_s), not in s/user.
 Prompts come from ../shared/data/Amazon's test split when present, else from a generated synthetic catalog. The model
 is random-init (timings and equality do not depend on training). The last line printed is JSON.
 """
@@ -154,6 +157,19 @@ def setup(args):
     return data, tokenizer, model, prompts, source, device
 
 
+def vllm_setup(model, tokenizer, trie, args):
+    """(e): the benchmark's model saved and loaded into a vLLM engine; returns the ranker and the start-up time."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from sidrec.vllm_backend import VllmRanker, make_llm
+
+    path = os.path.join(tempfile.mkdtemp(), "model")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    start = time.perf_counter()
+    llm = make_llm(path, dtype=args.dtype, enforce_eager=True)
+    return VllmRanker(llm, tokenizer, trie), time.perf_counter() - start
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few users, 50 beams only (make bench-quick)")
@@ -165,6 +181,7 @@ def main(argv=None):
     parser.add_argument("--slow_batch", type=int, default=8, help="prompts per generate call for (a) and (b)")
     parser.add_argument("--fast_batch", type=int, default=32, help="prompts per batch for (c) and (d)")
     parser.add_argument("--synthetic", action="store_true", help="use synthetic prompts even if real data exists")
+    parser.add_argument("--vllm", action="store_true", help="add (e): the vLLM backend (needs `make install-vllm`)")
     args = parser.parse_args(argv)
     beams = args.beams or ([50] if args.quick else [10, 20, 50])
     slow_users = args.slow_users or (12 if args.quick else 48)
@@ -186,6 +203,9 @@ def main(argv=None):
     )
     rank = lambda p, n, b, d: rank_items(model, tokenizer, p, trie, n, b, show_progress=False, decoder=d)  # noqa: E731
     rank(fast_prompts[:2], 4, 2, "tree")  # warm-up
+    vllm_ranker, vllm_init = vllm_setup(model, tokenizer, trie, args) if args.vllm else (None, None)
+    if vllm_ranker is not None:
+        vllm_ranker.rank(fast_prompts[:2], 4, 2, False)  # warm-up
     results = []
     for n in beams:
         _, t_naive = timed(naive_search, model, encoded, trie, n, args.slow_batch, pad_id, device=device)
@@ -199,6 +219,16 @@ def main(argv=None):
             "tree": t_tree / len(fast_prompts),
             "floor": t_floor / len(fast_prompts),
         }
+        vllm_row = {}
+        if vllm_ranker is not None:
+            ranked, t_vllm = timed(vllm_ranker.rank, slow_prompts, n, args.fast_batch, False, device=device)
+            per["vllm"] = t_vllm / len(slow_prompts)
+            vllm_row = {
+                "vllm_vs_tree": round(per["vllm"] / per["tree"], 2),
+                "vllm_identical_topk": rankings_match(subset, ranked),
+                "vllm_exact_topk": subset.sids == ranked.sids,
+                "vllm_invalid": ranked.invalid,
+            }
         results.append(
             {
                 "num_beams": n,
@@ -210,12 +240,18 @@ def main(argv=None):
                 "identical_topk": rankings_match(gen, subset),
                 "exact_topk": gen.sids == subset.sids,
                 "invalid": tree.invalid + gen.invalid,
+                **vllm_row,
             }
         )
-    print(f"{'beams':>5} {'(a) naive':>10} {'(b) generate':>12} {'(c) tree':>9} {'(d) floor':>9}  s/user")
+    print(
+        f"{'beams':>5} {'(a) naive':>10} {'(b) generate':>12} {'(c) tree':>9} {'(d) floor':>9} {'(e) vllm':>9}  s/user"
+    )
     for r in results:
         s = r["s_per_user"]
-        print(f"{r['num_beams']:>5} {s['naive']:>10.4f} {s['generate']:>12.4f} {s['tree']:>9.4f} {s['floor']:>9.4f}")
+        e = f"{s['vllm']:>9.4f}" if "vllm" in s else f"{'-':>9}"
+        print(
+            f"{r['num_beams']:>5} {s['naive']:>10.4f} {s['generate']:>12.4f} {s['tree']:>9.4f} {s['floor']:>9.4f} {e}"
+        )
     print(f"{'beams':>5} {'c vs a':>8} {'c vs b':>8} {'c / d':>7} {'identical':>9}")
     for r in results:
         print(
@@ -238,6 +274,15 @@ def main(argv=None):
         "s_per_user": last["s_per_user"],
         "by_beams": results,
     }
+    if vllm_ranker is not None:
+        import vllm
+
+        summary["vllm"] = {
+            "version": vllm.__version__,
+            "init_s": round(vllm_init, 2),
+            **{k: last[k] for k in ("vllm_vs_tree", "vllm_identical_topk", "vllm_invalid")},
+            "users": len(slow_prompts),
+        }
     print(json.dumps(summary))
     return summary
 
