@@ -1,4 +1,6 @@
-# `make test` collects sidrec's doctests too; the vLLM backend module imports vllm, which only .venv-vllm has.
+# `make test` collects doctests of every module it is given (sidrec/ and tests/); the vLLM backend and the vLLM
+# weight-sync probe import vllm, which only .venv-vllm has.
 import importlib.util
 
-collect_ignore = [] if importlib.util.find_spec("vllm") else ["sidrec/vllm_backend.py"]
+VLLM_ONLY = ["sidrec/vllm_backend.py", "tests/vllm_sync_probe.py"]
+collect_ignore = [] if importlib.util.find_spec("vllm") else VLLM_ONLY

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -33,7 +34,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from sidrec.data import load_rec_dataset
 from sidrec.data.prompts import build_sid_seq, build_tasks, fit_to_length
 from sidrec.data.synthetic import make_synthetic_dataset
-from sidrec.decoding import RankedItems, left_pad, rank_items, rankings_match
+from sidrec.decoding import RankedItems, left_pad, rank_items, rankings_match, sample_items
 from sidrec.modeling import build_local_tokenizer, build_shaped_model, build_tiny_model, tokenizer_corpus
 
 REAL_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "Amazon")
@@ -170,6 +171,120 @@ def vllm_setup(model, tokenizer, trie, args):
     return VllmRanker(llm, tokenizer, trie), time.perf_counter() - start
 
 
+def stats(values: list[float]) -> dict:
+    """Median, min and max of repeated measurements (rounded for the JSON)."""
+    ordered = sorted(values)
+    return {"median": round(statistics.median(ordered), 5), "min": round(ordered[0], 5), "max": round(ordered[-1], 5)}
+
+
+def repeated(methods: dict, repeats: int) -> dict[str, list]:
+    """Run every method once per repeat, interleaved (a drift of the machine hits all of them alike); returns each
+    method's list of ``(output, seconds)``."""
+    runs: dict[str, list] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, (fn, args) in methods.items():
+            runs[name].append(timed(fn, *args, device="cuda" if torch.cuda.is_available() else "cpu"))
+    return runs
+
+
+def rollout_row(model, tokenizer, trie, prompts, group: int, batch: int, repeats: int) -> dict:
+    """GRPO rollouts of ``group`` completions per prompt: sidrec's beam rollout (`rank_items`, tree) against TRL's
+    default rollout, ``generate(do_sample=True)`` with the constraint processor (`sample_items`)."""
+    methods = {
+        "sidrec_beam_tree": (rank_items, (model, tokenizer, prompts, trie, group, batch, False, "tree")),
+        "trl_generate_sample": (sample_items, (model, tokenizer, prompts, trie, group, 1.0, batch)),
+    }
+    runs = repeated(methods, repeats)
+    per = {name: [t for _, t in r] for name, r in runs.items()}
+    ratios = [b / a for a, b in zip(per["sidrec_beam_tree"], per["trl_generate_sample"], strict=True)]
+    return {
+        "prompts": len(prompts),
+        "group": group,
+        "s_per_rollout_batch": {name: stats(t) for name, t in per.items()},
+        "speedup_vs_trl_generate": stats(ratios),
+        "invalid": runs["sidrec_beam_tree"][0][0].invalid,
+    }
+
+
+def synthetic_catalog(size: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """``size`` distinct random 3-level SIDs of 256 codes per level (up to 16.7M)."""
+    import random
+
+    rng = random.Random(seed)
+    seen: set[int] = set()
+    while len(seen) < size:
+        seen.add(rng.randrange(256**3))
+    return [(f"<a_{c >> 16}>", f"<b_{(c >> 8) & 255}>", f"<c_{c & 255}>") for c in sorted(seen)]
+
+
+def tensor_bytes(trie) -> int:
+    tensors = [trie.sid_token_ids, *trie.level_token_ids, *trie.token_to_local, *trie.children]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def catalog_scaling(args) -> list[dict]:
+    """Per catalog size: trie build time and memory, per-user tree decode time against the forward floor (median of
+    ``repeats``), and top-K identity against the slow reference decoder (HF generate + processor) on a sample."""
+    from sidrec.sid import SidVocab
+
+    sizes = [int(s) for s in args.catalog_sizes.split(",")]
+    users, sample, n = args.fast_users or 32, min(args.slow_users or 4, 8), (args.beams or [50])[-1]
+    rows = []
+    for size in sizes:
+        vocab = SidVocab.from_sids(synthetic_catalog(size))
+        texts = ["".join(s) for s in vocab.sids[:2000]]
+        tokenizer = build_local_tokenizer(texts, 600, vocab)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        with torch.device(device):
+            model = build_tiny_model(
+                tokenizer, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=1024
+            )
+        model = model.to(getattr(torch, args.dtype)).eval()
+        start = time.perf_counter()
+        trie = vocab.compile(tokenizer).to(device)
+        build_s = time.perf_counter() - start
+        import random
+
+        rng = random.Random(1)
+        prompts = ["".join("".join(vocab.sids[rng.randrange(size)]) for _ in range(10)) for _ in range(users)]
+        encoded = sorted(tokenizer(prompts, add_special_tokens=False)["input_ids"], key=len)
+        rank_items(model, tokenizer, prompts[:2], trie, 4, 2, False, "tree")  # warm-up
+        methods = {
+            "tree": (rank_items, (model, tokenizer, prompts, trie, n, args.fast_batch, False, "tree")),
+            "floor": (floor_forwards, (model, encoded, trie, n, args.fast_batch, tokenizer.pad_token_id)),
+        }
+        runs = repeated(methods, args.repeats)
+        tree_s = [t / users for _, t in runs["tree"]]
+        floor_s = [t / users for _, t in runs["floor"]]
+        tree = runs["tree"][0][0]
+        reference = rank_items(model, tokenizer, prompts[:sample], trie, n, args.slow_batch, False, "generate")
+        subset = RankedItems(tree.sids[:sample], tree.scores[:sample], tree.invalid)
+        row = {
+            "catalog_size": size,
+            "distinct_prefixes": [int(c.shape[0]) for c in trie.children],
+            "trie_build_s": round(build_s, 3),
+            "trie_bytes": tensor_bytes(trie),
+            "trie_bytes_per_item": round(tensor_bytes(trie) / size, 1),
+            "num_beams": n,
+            "users": users,
+            "s_per_user": {"tree": stats(tree_s), "floor": stats(floor_s)},
+            "ratio_to_floor": stats([a / b for a, b in zip(tree_s, floor_s, strict=True)]),
+            "identical_topk": rankings_match(reference, subset),
+            "reference_users": sample,
+            "invalid": tree.invalid + reference.invalid,
+        }
+        rows.append(row)
+        print(
+            f"catalog {size:>9,}: trie {build_s:6.2f} s {row['trie_bytes'] / 2**20:7.1f} MiB "
+            f"({row['trie_bytes_per_item']:.0f} B/item); tree {row['s_per_user']['tree']['median']:.4f} s/user, "
+            f"floor {row['s_per_user']['floor']['median']:.4f}, ratio {row['ratio_to_floor']['median']:.3f}, "
+            f"identical {row['identical_topk']}",
+            file=sys.stderr,
+        )
+        del model, trie
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few users, 50 beams only (make bench-quick)")
@@ -182,9 +297,33 @@ def main(argv=None):
     parser.add_argument("--fast_batch", type=int, default=32, help="prompts per batch for (c) and (d)")
     parser.add_argument("--synthetic", action="store_true", help="use synthetic prompts even if real data exists")
     parser.add_argument("--vllm", action="store_true", help="add (e): the vLLM backend (needs `make install-vllm`)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of every method; median, min, max")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads, pinned for the whole run")
+    parser.add_argument("--rollout_prompts", type=int, default=32, help="prompts of the GRPO rollout row (0: skip)")
+    parser.add_argument(
+        "--catalog-sizes", dest="catalog_sizes", default=None,
+        help="e.g. 10000,100000,1000000: synthetic catalogs of these sizes instead of the comparison of methods",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.catalog_sizes:
+        rows = catalog_scaling(args)
+        summary = {
+            "mode": "catalog_sizes",
+            "shape": "tiny",
+            "dtype": args.dtype,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "threads": torch.get_num_threads(),
+            "repeats": args.repeats,
+            "rows": rows,
+            "identical_topk": all(r["identical_topk"] for r in rows),
+            "max_ratio_to_floor": max(r["ratio_to_floor"]["median"] for r in rows),
+        }
+        print(json.dumps(summary))
+        return summary
+
     beams = args.beams or ([50] if args.quick else [10, 20, 50])
-    slow_users = args.slow_users or (12 if args.quick else 48)
+    slow_users = args.slow_users or (6 if args.quick else 48)
     fast_users = args.fast_users if args.fast_users is not None else (96 if args.quick else 512)
 
     data, tokenizer, model, prompts, source, device = setup(args)
@@ -198,65 +337,83 @@ def main(argv=None):
     print(
         f"data={source} users slow={len(slow_prompts)} fast={len(fast_prompts)} shape={args.shape} "
         f"dtype={args.dtype} device={device} threads={torch.get_num_threads()} vocab={model.config.vocab_size} "
-        f"sids={trie.num_sids}",
+        f"sids={trie.num_sids} repeats={args.repeats}",
         file=sys.stderr,
     )
     rank = lambda p, n, b, d: rank_items(model, tokenizer, p, trie, n, b, show_progress=False, decoder=d)  # noqa: E731
-    rank(fast_prompts[:2], 4, 2, "tree")  # warm-up
+    # Warm-up: every method once on a few users (allocator, kernels, first-call costs) before anything is timed.
+    rank(fast_prompts[:2], 4, 2, "tree")
+    rank(slow_prompts[:2], 4, 2, "generate")
+    naive_search(model, encoded[:2], trie, 4, 2, pad_id)
+    floor_forwards(model, encoded_fast[:2], trie, 4, 2, pad_id)
     vllm_ranker, vllm_init = vllm_setup(model, tokenizer, trie, args) if args.vllm else (None, None)
     if vllm_ranker is not None:
         vllm_ranker.rank(fast_prompts[:2], 4, 2, False)  # warm-up
     results = []
     for n in beams:
-        _, t_naive = timed(naive_search, model, encoded, trie, n, args.slow_batch, pad_id, device=device)
-        gen, t_gen = timed(rank, slow_prompts, n, args.slow_batch, "generate", device=device)
-        tree, t_tree = timed(rank, fast_prompts, n, args.fast_batch, "tree", device=device)
-        _, t_floor = timed(floor_forwards, model, encoded_fast, trie, n, args.fast_batch, pad_id, device=device)
-        subset = RankedItems(tree.sids[:slow_users], tree.scores[:slow_users], tree.invalid)
-        per = {
-            "naive": t_naive / len(slow_prompts),
-            "generate": t_gen / len(slow_prompts),
-            "tree": t_tree / len(fast_prompts),
-            "floor": t_floor / len(fast_prompts),
+        methods = {
+            "naive": (naive_search, (model, encoded, trie, n, args.slow_batch, pad_id)),
+            "generate": (rank, (slow_prompts, n, args.slow_batch, "generate")),
+            "tree": (rank, (fast_prompts, n, args.fast_batch, "tree")),
+            "floor": (floor_forwards, (model, encoded_fast, trie, n, args.fast_batch, pad_id)),
         }
-        vllm_row = {}
         if vllm_ranker is not None:
-            ranked, t_vllm = timed(vllm_ranker.rank, slow_prompts, n, args.fast_batch, False, device=device)
-            per["vllm"] = t_vllm / len(slow_prompts)
-            vllm_row = {
-                "vllm_vs_tree": round(per["vllm"] / per["tree"], 2),
-                "vllm_identical_topk": rankings_match(subset, ranked),
-                "vllm_exact_topk": subset.sids == ranked.sids,
-                "vllm_invalid": ranked.invalid,
-            }
-        results.append(
-            {
-                "num_beams": n,
-                "s_per_user": {k: round(v, 5) for k, v in per.items()},
-                "tree_wall_s": round(t_tree, 2),
-                "speedup_vs_naive": round(per["naive"] / per["tree"], 2),
-                "speedup_vs_generate": round(per["generate"] / per["tree"], 2),
-                "ratio_to_floor": round(per["tree"] / per["floor"], 3),
-                "identical_topk": rankings_match(gen, subset),
-                "exact_topk": gen.sids == subset.sids,
-                "invalid": tree.invalid + gen.invalid,
-                **vllm_row,
-            }
-        )
+            methods["vllm"] = (vllm_ranker.rank, (slow_prompts, n, args.fast_batch, False))
+        runs = repeated(methods, args.repeats)
+        users = {"naive": len(slow_prompts), "generate": len(slow_prompts), "vllm": len(slow_prompts)}
+        per = {name: [t / users.get(name, len(fast_prompts)) for _, t in r] for name, r in runs.items()}
+        gen, tree = runs["generate"][0][0], runs["tree"][0][0]
+        subset = RankedItems(tree.sids[:slow_users], tree.scores[:slow_users], tree.invalid)
+
+        def ratio(a, b, per=per):
+            return stats([x / y for x, y in zip(per[a], per[b], strict=True)])
+
+        row = {
+            "num_beams": n,
+            "s_per_user": {name: stats(t) for name, t in per.items()},
+            "speedup_vs_naive": ratio("naive", "tree"),
+            "speedup_vs_generate": ratio("generate", "tree"),
+            "ratio_to_floor": ratio("tree", "floor"),
+            "identical_topk": rankings_match(gen, subset),
+            "exact_topk": gen.sids == subset.sids,
+            "invalid": tree.invalid + gen.invalid,
+        }
+        if vllm_ranker is not None:
+            ranked = runs["vllm"][0][0]
+            row.update(
+                vllm_vs_tree=ratio("vllm", "tree"),
+                vllm_identical_topk=rankings_match(subset, ranked),
+                vllm_exact_topk=subset.sids == ranked.sids,
+                vllm_invalid=ranked.invalid,
+            )
+        results.append(row)
+    rollout = None
+    if args.rollout_prompts:
+        rollout = rollout_row(model, tokenizer, trie, fast_prompts[: args.rollout_prompts], 16, 8, args.repeats)
+    med = lambda r, k: r["s_per_user"][k]["median"] if k in r["s_per_user"] else float("nan")  # noqa: E731
     print(
-        f"{'beams':>5} {'(a) naive':>10} {'(b) generate':>12} {'(c) tree':>9} {'(d) floor':>9} {'(e) vllm':>9}  s/user"
+        f"{'beams':>5} {'(a) naive':>10} {'(b) generate':>12} {'(c) tree':>9} {'(d) floor':>9} {'(e) vllm':>9}  s/user (median)"
     )
     for r in results:
-        s = r["s_per_user"]
-        e = f"{s['vllm']:>9.4f}" if "vllm" in s else f"{'-':>9}"
+        e = f"{med(r, 'vllm'):>9.4f}" if "vllm" in r["s_per_user"] else f"{'-':>9}"
         print(
-            f"{r['num_beams']:>5} {s['naive']:>10.4f} {s['generate']:>12.4f} {s['tree']:>9.4f} {s['floor']:>9.4f} {e}"
+            f"{r['num_beams']:>5} {med(r, 'naive'):>10.4f} {med(r, 'generate'):>12.4f} {med(r, 'tree'):>9.4f} "
+            f"{med(r, 'floor'):>9.4f} {e}"
         )
-    print(f"{'beams':>5} {'c vs a':>8} {'c vs b':>8} {'c / d':>7} {'identical':>9}")
+    print(f"{'beams':>5} {'c vs a (min-max)':>20} {'c vs b (min-max)':>20} {'c / d (min-max)':>22} {'identical':>9}")
     for r in results:
+        a, b, d = r["speedup_vs_naive"], r["speedup_vs_generate"], r["ratio_to_floor"]
         print(
-            f"{r['num_beams']:>5} {r['speedup_vs_naive']:>7.1f}x {r['speedup_vs_generate']:>7.1f}x "
-            f"{r['ratio_to_floor']:>7.3f} {str(r['identical_topk']):>9}"
+            f"{r['num_beams']:>5} {a['median']:>6.1f}x ({a['min']:.1f}-{a['max']:.1f}) "
+            f"{b['median']:>6.1f}x ({b['min']:.1f}-{b['max']:.1f}) {d['median']:>7.3f} ({d['min']:.3f}-{d['max']:.3f}) "
+            f"{str(r['identical_topk']):>9}"
+        )
+    if rollout:
+        s = rollout["s_per_rollout_batch"]
+        print(
+            f"GRPO rollout, {rollout['prompts']} prompts x G={rollout['group']}: sidrec beam (tree) "
+            f"{s['sidrec_beam_tree']['median']:.3f} s, TRL generate + processor (sampling) "
+            f"{s['trl_generate_sample']['median']:.3f} s, {rollout['speedup_vs_trl_generate']['median']:.1f}x"
         )
     last = results[-1]
     summary = {
@@ -265,14 +422,17 @@ def main(argv=None):
         "dtype": args.dtype,
         "device": device,
         "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
         "users_slow": len(slow_prompts),
         "users_fast": len(fast_prompts),
-        **{k: last[k] for k in ("num_beams", "speedup_vs_naive", "speedup_vs_generate", "ratio_to_floor")},
+        "num_beams": last["num_beams"],
+        # Medians of the per-repeat ratios (min and max in by_beams).
+        **{k: last[k]["median"] for k in ("speedup_vs_naive", "speedup_vs_generate", "ratio_to_floor")},
         "identical_topk": all(r["identical_topk"] for r in results),
         "invalid": sum(r["invalid"] for r in results),
-        "tree_wall_s": last["tree_wall_s"],
-        "s_per_user": last["s_per_user"],
+        "s_per_user": {k: v["median"] for k, v in last["s_per_user"].items()},
         "by_beams": results,
+        "grpo_rollout": rollout,
     }
     if vllm_ranker is not None:
         import vllm
@@ -280,7 +440,8 @@ def main(argv=None):
         summary["vllm"] = {
             "version": vllm.__version__,
             "init_s": round(vllm_init, 2),
-            **{k: last[k] for k in ("vllm_vs_tree", "vllm_identical_topk", "vllm_invalid")},
+            "vllm_vs_tree": last["vllm_vs_tree"],
+            **{k: last[k] for k in ("vllm_identical_topk", "vllm_invalid")},
             "users": len(slow_prompts),
         }
     print(json.dumps(summary))

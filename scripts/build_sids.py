@@ -94,6 +94,13 @@ def main(argv: list[str] | None = None) -> None:
         default=True,
         help="capacity-constrained assignment, even clusters (default; --no-balanced for plain k-means)",
     )
+    parser.add_argument(
+        "--collisions",
+        choices=["move", "extra_level"],
+        default="move",
+        help="items sharing every code: move to a free last-level code (default) or, as TIGER, add a level that "
+        "numbers them (SIDs get levels + 1 tokens)",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
@@ -110,7 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     reference = os.path.join(src, "index", f"{cat}.index.json")
     reference = read_json(reference) if os.path.isfile(reference) else None
 
-    cfg = CodebookConfig(levels=args.levels, codes=args.codes, balanced=args.balanced, seed=args.seed)
+    cfg = CodebookConfig(
+        levels=args.levels, codes=args.codes, balanced=args.balanced, seed=args.seed, collisions=args.collisions
+    )
     os.makedirs(os.path.join(out, "index"), exist_ok=True)
     sids, report = build_sids(
         items, cfg, tuple(args.fields), args.encoder, args.batch_size, args.device,

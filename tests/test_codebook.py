@@ -10,8 +10,16 @@ import shutil
 import numpy as np
 import pytest
 
-from sidrec.codebook import CodebookConfig, balanced_assign, codebook_report, residual_kmeans, resolve_collisions
+from sidrec.codebook import (
+    CodebookConfig,
+    append_collision_level,
+    balanced_assign,
+    codebook_report,
+    residual_kmeans,
+    resolve_collisions,
+)
 from sidrec.data import load_rec_dataset
+from sidrec.utils import UserError
 
 from .helpers import run
 
@@ -129,3 +137,23 @@ def test_prepare_interactions_writes_splits_sidrec_reads(small_data, small_data_
     r = run("scripts/prepare_interactions.py", "--interactions", str(path), "--data_dir", str(data_dir),
             "--category", "Synthetic")  # fmt: skip
     assert r.returncode == 2 and f"row {len(events) + 1}, field 'item_id'" in r.stderr
+
+
+def test_extra_level_numbers_the_items_that_share_a_code():
+    # TIGER's handling: one more level; items sharing a code are numbered by distance to the shared last centroid.
+    codes = np.array([[0, 1], [0, 1], [2, 3], [0, 1], [2, 3]])
+    dist = np.zeros((5, 4))
+    dist[:, 1] = [0.3, 0.1, 0.0, 0.2, 0.0]
+    dist[:, 3] = [0.0, 0.0, 0.5, 0.0, 0.4]
+    out, renumbered = append_collision_level(codes, dist, k=4)
+    assert out.tolist() == [[0, 1, 2], [0, 1, 0], [2, 3, 1], [0, 1, 1], [2, 3, 0]]
+    assert renumbered == 3 and len({tuple(r) for r in out}) == 5
+    with pytest.raises(UserError, match="3 items share the code"):
+        append_collision_level(codes, dist, k=2)
+
+
+def test_codebook_config_counts_the_extra_level():
+    assert CodebookConfig(levels=3, collisions="extra_level").sid_length == 4
+    assert CodebookConfig(levels=3).sid_length == 3
+    with pytest.raises(UserError, match="collisions must be one of"):
+        CodebookConfig(collisions="tiger")

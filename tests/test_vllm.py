@@ -11,7 +11,7 @@ from sidrec.evaluation import eval_prompts
 from sidrec.modeling import build_tiny_model, prompt_style_of
 
 from .conftest import REPO
-from .helpers import quick_sft, recipe, run
+from .helpers import recipe, run
 
 try:
     import vllm
@@ -107,7 +107,7 @@ def test_evaluate_backend_vllm_equals_hf(checkpoint, small_data_dir, tmp_path):
     for backend in ("hf", "vllm"):
         r = recipe(
             "evaluate", "recipes/demo/eval.yaml", data_dir=small_data_dir, model_name_or_path=sft,
-            output_dir=tmp_path / backend, backend=backend, vllm_enforce_eager="true", max_samples=24, num_beams=20,
+            output_dir=tmp_path / backend, backend=backend, vllm_enforce_eager="true", max_samples=12, num_beams=20,
             env=ENV,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr[-3000:]
@@ -128,12 +128,9 @@ def test_evaluate_backend_vllm_equals_hf(checkpoint, small_data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_grpo_with_vllm_rollouts(small_data_dir, tmp_path):
-    # A few SFT steps first: GRPO starts from an SFT checkpoint (heads of 32: vLLM's CPU attention has no kernel for
-    # the shared tiny SFT's 16).
-    sft = quick_sft(small_data_dir, tmp_path / "sft", steps=10, extra=("--tiny_hidden_size", "64"))
+def test_grpo_with_vllm_rollouts(checkpoint, small_data_dir, tmp_path):
     r = recipe(
-        "grpo", "recipes/demo/grpo.yaml", data_dir=small_data_dir, model_name_or_path=sft,
+        "grpo", "recipes/demo/grpo.yaml", data_dir=small_data_dir, model_name_or_path=checkpoint[0],
         output_dir=tmp_path / "grpo", use_vllm="true", vllm_mode="colocate", beam_search="false",
         reward_funcs="rule", max_steps=2, logging_steps=1, per_device_train_batch_size=32, env=ENV,
     )  # fmt: skip

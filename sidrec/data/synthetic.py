@@ -113,6 +113,8 @@ class SyntheticConfig:
     p_repeat: float = 0.08
     p_off_category: float = 0.1
     codebook_size: int = 256
+    # 3: <a_category><b_subcategory><c_item>; 4 splits the item code in two, <c_{code // 16}><d_{code % 16}>.
+    sid_levels: int = 3
     seed: int = 0
 
     def __post_init__(self):
@@ -121,6 +123,8 @@ class SyntheticConfig:
             raise ValueError(f"num_items={self.num_items} must be at least categories x sub-categories = {subs}")
         if max(self.num_categories, self.subcategories_per_category) > self.codebook_size:
             raise ValueError("more categories or sub-categories than codebook_size codes")
+        if self.sid_levels not in (3, 4):
+            raise ValueError(f"sid_levels must be 3 or 4, got {self.sid_levels}")
         if not 1 <= self.min_events - 1 <= self.max_events:
             raise ValueError("need 2 <= min_events <= max_events")
 
@@ -160,7 +164,8 @@ def generate(cfg: SyntheticConfig) -> tuple[list[dict], list[list[tuple[float, i
             ids.append(len(items))
             items.append(
                 {
-                    "sid": [f"<a_{cat_codes[ci]}>", f"<b_{sub_codes[ci][si]}>", f"<c_{code}>"],
+                    "sid": [f"<a_{cat_codes[ci]}>", f"<b_{sub_codes[ci][si]}>"]
+                    + ([f"<c_{code}>"] if cfg.sid_levels == 3 else [f"<c_{code // 16}>", f"<d_{code % 16}>"]),
                     "title": title,
                     "description": desc,
                     "brand": brand,
