@@ -236,9 +236,12 @@ def catalog_scaling(args) -> list[dict]:
         tokenizer = build_local_tokenizer(texts, 600, vocab)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         with torch.device(device):
-            model = build_tiny_model(
-                tokenizer, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=1024
-            )
+            if args.shape == "tiny":
+                model = build_tiny_model(
+                    tokenizer, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=1024
+                )
+            else:
+                model = build_shaped_model(tokenizer, args.shape)
         model = model.to(getattr(torch, args.dtype)).eval()
         start = time.perf_counter()
         trie = vocab.compile(tokenizer).to(device)
@@ -310,7 +313,7 @@ def main(argv=None):
         rows = catalog_scaling(args)
         summary = {
             "mode": "catalog_sizes",
-            "shape": "tiny",
+            "shape": args.shape,
             "dtype": args.dtype,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "threads": torch.get_num_threads(),

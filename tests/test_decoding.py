@@ -141,3 +141,26 @@ def test_decoding_benchmark_runs_and_reports(monkeypatch):
     # SIDs (the speed figures themselves are for the benchmark to report, not for a unit test to judge)
     assert summary["identical_topk"] is True and summary["invalid"] == 0
     assert summary["users_slow"] == 3 and summary["users_fast"] == 5 and summary["num_beams"] == 6
+
+
+def test_decoding_benchmark_catalog_sizes(monkeypatch):
+    import importlib.util
+    import os
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_decoding", os.path.join(REPO, "scripts", "bench_decoding.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    summary = bench.main(
+        ["--catalog-sizes", "300,3000", "--repeats", "2", "--fast_users", "3", "--slow_users", "2", "--beams", "5"]
+    )
+    rows = summary["rows"]
+    assert [r["catalog_size"] for r in rows] == [300, 3000]
+    for r in rows:
+        # one root, then the distinct 1- and 2-token prefixes of the catalog's random SIDs (at most 256 and size)
+        assert r["distinct_prefixes"][0] == 1 and r["distinct_prefixes"][1] <= 256
+        assert r["distinct_prefixes"][2] <= r["catalog_size"]
+        assert r["identical_topk"] is True and r["invalid"] == 0 and r["trie_bytes"] > 0
+        assert r["s_per_user"]["tree"]["min"] <= r["s_per_user"]["tree"]["median"] <= r["s_per_user"]["tree"]["max"]
+    assert summary["identical_topk"] is True and summary["repeats"] == 2
