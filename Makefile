@@ -5,7 +5,7 @@ DEMO_DATA ?= data/synthetic
 
 VLLM_VENV ?= .venv-vllm
 # vLLM on CPU: one engine in this process, a 1 GiB KV cache, no thread pinning (what a 2-core CI box can run).
-VLLM_ENV ?= VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind
+VLLM_ENV ?= VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_OMP_THREADS_BIND=nobind MASTER_PORT=auto
 
 .PHONY: install install-vllm test test-vllm quality style demo demo-data bench bench-quick reference-smoke standin clean
 
