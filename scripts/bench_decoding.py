@@ -131,6 +131,18 @@ def timed(fn, *args, device="cpu"):
     return out, time.perf_counter() - start
 
 
+def bench_model(tokenizer, args, device):
+    """The random-init model every method runs: ``--shape`` (tiny: 4 layers, 256 wide) in ``--dtype``, eval mode."""
+    with torch.device(device):
+        if args.shape == "tiny":
+            model = build_tiny_model(
+                tokenizer, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=1024
+            )
+        else:
+            model = build_shaped_model(tokenizer, args.shape)
+    return model.to(getattr(torch, args.dtype)).eval()
+
+
 def setup(args):
     if os.path.isdir(REAL_DATA) and not args.synthetic:
         data = load_rec_dataset(REAL_DATA, "Industrial_and_Scientific", ("train", "test"))
@@ -144,15 +156,7 @@ def setup(args):
     examples = build_tasks(["sid_seq", "item_alignment"], data.splits["train"][:2000], data.catalog)
     tokenizer = build_local_tokenizer(tokenizer_corpus(data.catalog, examples), 2000, data.catalog.vocab)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = getattr(torch, args.dtype)
-    with torch.device(device):
-        if args.shape == "tiny":
-            model = build_tiny_model(
-                tokenizer, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=1024
-            )
-        else:
-            model = build_shaped_model(tokenizer, args.shape)
-    model = model.to(dtype).eval()
+    model = bench_model(tokenizer, args, device)
     rows = data.splits["test"]
     prompts = [r["prompt"] for r in fit_to_length(build_sid_seq(rows), tokenizer, 512)]
     return data, tokenizer, model, prompts, source, device
@@ -235,14 +239,7 @@ def catalog_scaling(args) -> list[dict]:
         texts = ["".join(s) for s in vocab.sids[:2000]]
         tokenizer = build_local_tokenizer(texts, 600, vocab)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        with torch.device(device):
-            if args.shape == "tiny":
-                model = build_tiny_model(
-                    tokenizer, hidden_size=256, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=1024
-                )
-            else:
-                model = build_shaped_model(tokenizer, args.shape)
-        model = model.to(getattr(torch, args.dtype)).eval()
+        model = bench_model(tokenizer, args, device)
         start = time.perf_counter()
         trie = vocab.compile(tokenizer).to(device)
         build_s = time.perf_counter() - start
