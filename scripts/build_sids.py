@@ -87,7 +87,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--fields", nargs="+", default=["title", "description"], help="item.json fields to embed")
     parser.add_argument("--levels", type=int, default=3)
-    parser.add_argument("--codes", type=int, default=256, help="codes per level")
+    parser.add_argument(
+        "--codes",
+        type=int,
+        nargs="+",
+        default=[256],
+        help="codes per level: one number, or one per level (256 256 64)",
+    )
     parser.add_argument(
         "--balanced",
         action=argparse.BooleanOptionalAction,
@@ -118,15 +124,16 @@ def main(argv: list[str] | None = None) -> None:
     reference = read_json(reference) if os.path.isfile(reference) else None
 
     cfg = CodebookConfig(
-        levels=args.levels, codes=args.codes, balanced=args.balanced, seed=args.seed, collisions=args.collisions
-    )
+        levels=args.levels, codes=args.codes[0] if len(args.codes) == 1 else args.codes, balanced=args.balanced,
+        seed=args.seed, collisions=args.collisions,
+    )  # fmt: skip
     os.makedirs(os.path.join(out, "index"), exist_ok=True)
     sids, report = build_sids(
         items, cfg, tuple(args.fields), args.encoder, args.batch_size, args.device,
         cache=os.path.join(out, "index", f"{cat}.emb.npy"),
     )  # fmt: skip
     if reference:
-        report["reference_index"] = codebook_report([reference[i] for i in sorted(reference)], args.codes)
+        report["reference_index"] = codebook_report([reference[i] for i in sorted(reference)], cfg.codes_per_level)
 
     # CSVs first (they validate item ids), then the index: a failure leaves the old index in place.
     for split, paths in splits.items():

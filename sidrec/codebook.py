@@ -41,7 +41,8 @@ COLLISION_METHODS = ("move", "extra_level")
 @dataclass
 class CodebookConfig:
     levels: int = 3
-    codes: int = 256
+    # Codes per level: one number for every level, or one per level (e.g. [256, 256, 64]).
+    codes: int | list[int] = 256
     balanced: bool = True
     seed: int = 42
     kmeans_init: int = 3
@@ -55,8 +56,21 @@ class CodebookConfig:
             raise UserError(
                 f"levels must be between 1 and {most} with collisions={self.collisions}, got {self.levels}"
             )
-        if self.codes < 2:
-            raise UserError(f"codes must be at least 2, got {self.codes}")
+        if isinstance(self.codes, (list, tuple)) and len(self.codes) != self.levels:
+            raise UserError(f"codes lists one size per level: {self.levels} levels, got {list(self.codes)}")
+        if min(self.codes_per_level) < 2:
+            raise UserError(f"codes must be at least 2 per level, got {self.codes}")
+
+    @property
+    def codes_per_level(self) -> list[int]:
+        """Codes at each of ``levels`` (the extra collision level, if any, numbers up to the last level's count).
+
+        Example:
+        >>> CodebookConfig(levels=3, codes=[256, 128, 64]).codes_per_level, CodebookConfig(levels=2).codes_per_level
+        ([256, 128, 64], [256, 256])
+        """
+        codes = self.codes if isinstance(self.codes, (list, tuple)) else [self.codes] * self.levels
+        return [int(c) for c in codes]
 
     @property
     def sid_length(self) -> int:
@@ -157,7 +171,7 @@ def residual_kmeans(emb: np.ndarray, cfg: CodebookConfig) -> tuple[np.ndarray, l
     residual = emb.astype(np.float64)
     codes, dists = [], []
     for level in range(cfg.levels):
-        k = min(cfg.codes, len(np.unique(residual.round(8), axis=0)))
+        k = min(cfg.codes_per_level[level], len(np.unique(residual.round(8), axis=0)))
         km = KMeans(n_clusters=k, n_init=cfg.kmeans_init, random_state=cfg.seed + level)
         km.fit(residual)
         dist = km.transform(residual)
@@ -243,22 +257,27 @@ def sid_tokens(codes: np.ndarray) -> list[list[str]]:
     return [[f"<{LEVEL_NAMES[lv]}_{int(c)}>" for lv, c in enumerate(row)] for row in codes]
 
 
-def codebook_report(sids: list[list[str]], codes_per_level: int) -> dict:
-    """Collisions, per-level code utilisation and entropy, and items per level-1 code, for any list of SIDs."""
+def codebook_report(sids: list[list[str]], codes_per_level: int | list[int]) -> dict:
+    """Collisions, per-level code utilisation and entropy, and items per level-1 code, for any list of SIDs.
+
+    ``codes_per_level``: the codebook size of every level, or one per level (a SID level beyond the list, such as an
+    extra collision level, is measured against the last size)."""
     n = len(sids)
+    sizes = list(codes_per_level) if isinstance(codes_per_level, (list, tuple)) else [codes_per_level]
     counts = Counter(tuple(s) for s in sids)
     colliding = sum(c for c in counts.values() if c > 1)
     levels = []
     for lv in range(len(sids[0]) if sids else 0):
         per_code = Counter(s[lv] for s in sids)
+        size = sizes[min(lv, len(sizes) - 1)]
         p = np.array(list(per_code.values()), dtype=np.float64) / n
         levels.append(
             {
                 "level": lv + 1,
                 "codes_used": len(per_code),
-                "utilisation": round(len(per_code) / codes_per_level, 4),
+                "utilisation": round(len(per_code) / size, 4),
                 "entropy_bits": round(float(-(p * np.log2(p)).sum()), 4),
-                "max_entropy_bits": round(math.log2(codes_per_level), 4),
+                "max_entropy_bits": round(math.log2(size), 4),
             }
         )
     first = Counter(s[0] for s in sids) if sids else Counter()
@@ -297,9 +316,9 @@ def build_sids(
     emb = encode(texts, path, batch_size, device, cache)
     t_encode = time.time() - t0
     codes, dists = residual_kmeans(emb, cfg)
-    before = codebook_report(sid_tokens(codes), cfg.codes)
+    before = codebook_report(sid_tokens(codes), cfg.codes_per_level)
     if cfg.collisions == "extra_level":
-        codes, moved = append_collision_level(codes, dists[-1], cfg.codes)
+        codes, moved = append_collision_level(codes, dists[-1], cfg.codes_per_level[-1])
     else:
         codes, moved = resolve_collisions(codes, dists[-1])
     sids = sid_tokens(codes)
@@ -310,7 +329,7 @@ def build_sids(
         "embedding_dim": int(emb.shape[1]),
         "before_resolution": before,
         "moved_to_resolve_collisions": moved,
-        "after_resolution": codebook_report(sids, cfg.codes),
+        "after_resolution": codebook_report(sids, cfg.codes_per_level),
         "time_s": {"encode": round(t_encode, 2), "total": round(time.time() - t0, 2)},
     }
     return dict(zip(ids, sids, strict=True)), report

@@ -157,3 +157,18 @@ def test_codebook_config_counts_the_extra_level():
     assert CodebookConfig(levels=3).sid_length == 3
     with pytest.raises(UserError, match="collisions must be one of"):
         CodebookConfig(collisions="tiger")
+
+
+def test_codebook_sizes_per_level():
+    # 200 points, codes [8, 4, 2]: level l uses at most that many codes, and balanced assignment fills each level's
+    # codes to at most ceil(200 / k) items: 25, 50 and 100.
+    emb = np.random.default_rng(0).normal(size=(200, 16))
+    codes, dists = residual_kmeans(emb, CodebookConfig(levels=3, codes=[8, 4, 2], balanced=True))
+    assert [d.shape[1] for d in dists] == [8, 4, 2]
+    for level, (k, cap) in enumerate([(8, 25), (4, 50), (2, 100)]):
+        counts = np.bincount(codes[:, level], minlength=k)
+        assert len(counts) == k and counts.max() <= cap and counts.sum() == 200
+    report = codebook_report([[f"<a_{a}>", f"<b_{b}>", f"<c_{c}>"] for a, b, c in codes], [8, 4, 2])
+    assert [lv["max_entropy_bits"] for lv in report["levels"]] == [3.0, 2.0, 1.0]
+    with pytest.raises(UserError, match="one size per level"):
+        CodebookConfig(levels=3, codes=[8, 4])
