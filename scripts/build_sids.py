@@ -150,10 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write_json(index_path, sids)
     after = report["after_resolution"]
     logger.info(
-        "%d items, %d distinct SIDs; collisions before resolution %d items (%.2f%%), %d moved; %.1f s",
-        after["items"], after["distinct_sids"], report["before_resolution"]["items_sharing_a_sid"],
+        "%d items, %d distinct SIDs of %d tokens; collisions before resolution %d items (%.2f%%), %d %s; %.1f s",
+        after["items"], after["distinct_sids"], cfg.sid_length, report["before_resolution"]["items_sharing_a_sid"],
         100 * report["before_resolution"]["collision_rate"], report["moved_to_resolve_collisions"],
-        report["time_s"]["total"],
+        "moved" if cfg.collisions == "move" else "numbered 1 or more at the extra level", report["time_s"]["total"],
     )  # fmt: skip
     print(index_path)
 
