@@ -79,8 +79,9 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
     With ``beam_search=True`` (MiniOneRec's setting) the G completions of a prompt are the top-G beams of a
     constrained beam search, best first, all distinct catalog SIDs; with ``beam_search=False`` they are G constrained
     samples at the trainer's temperature, drawn by the trainer's model or, with ``use_vllm``, by TRL's vLLM engine
-    (colocate or server) through `sidrec.vllm_backend.SidTrieLogitsProcessor` (TRL syncs the weights first). TRL repeats each prompt G times in a row; one search runs per unique prompt
-    and its completions are returned in that layout. With beam search, each completion's rank among its group's beam
+    (colocate or server) through `sidrec.vllm_backend.SidTrieLogitsProcessor` (TRL syncs the weights first). TRL
+    repeats each prompt G times in a row; one search runs per unique prompt and its completions are returned in that
+    layout. With beam search, each completion's rank among its group's beam
     scores reaches the reward functions as the ``beam_rank`` column; samples have no rank and no such column. The
     hook is TRL's ``rollout_func`` (TRL passes its extra fields to the rewards).
 
@@ -162,9 +163,9 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
             prompts=prompt_ids, images=None, num_generations=group
         )
         completion_ids = [list(c) for c in completion_ids]
-        width = self.sid_trie.sid_length + 1
-        padded = torch.tensor([(c + [-1] * width)[:width] for c in completion_ids], dtype=torch.long)
-        _, valid = sequences_to_sids(self.sid_trie, padded.clamp(min=0))
+        width = self.sid_trie.sid_length + 1  # the SID and EOS; a shorter or longer completion is invalid as it is
+        padded = torch.tensor([(c + [0] * width)[:width] for c in completion_ids], dtype=torch.long)
+        _, valid = sequences_to_sids(self.sid_trie, padded)
         valid &= torch.tensor([len(c) == width for c in completion_ids])
         invalid = int((~valid).sum())
         self.rollout_stats["completions"] += len(completion_ids)

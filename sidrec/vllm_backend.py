@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
+from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
 from sidrec.decoding import RankedItems
@@ -39,8 +40,6 @@ logger = logging.getLogger(__name__)
 
 #: ``SamplingParams.extra_args`` key holding the path of a trie file (`write_trie_file`).
 TRIE_ARG = "sidrec_sid_trie"
-#: vLLM's cap on ``logprob_token_ids`` per request (vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS in 0.32).
-MAX_SCORED_TOKENS = 128
 
 
 def write_trie_file(trie: SidTrie, path: str) -> str:
@@ -86,9 +85,10 @@ class _TrieMask:
             # Off the trie (cannot happen while this processor runs from the first step): nothing is allowed, so the
             # engine's output shows the failure instead of an unconstrained token.
             ids = self.allowed[prefix] = torch.tensor(self.table.get(prefix, []), dtype=torch.long)
-        keep = logits.index_select(0, ids.to(logits.device))
+        ids = ids.to(logits.device)
+        keep = logits.index_select(0, ids)
         logits.fill_(float("-inf"))
-        logits.index_copy_(0, ids.to(logits.device), keep)
+        logits.index_copy_(0, ids, keep)
         return logits
 
 
@@ -176,7 +176,7 @@ class VllmRanker:
     """
 
     def __init__(self, llm: LLM, tokenizer, trie: SidTrie):
-        mode = getattr(llm.llm_engine.model_config, "logprobs_mode", "raw_logprobs")
+        mode = llm.llm_engine.model_config.logprobs_mode
         if mode != "raw_logprobs":
             raise UserError(f"VllmRanker needs an engine with logprobs_mode='raw_logprobs', got {mode!r}")
         self.llm = llm
@@ -196,8 +196,8 @@ class VllmRanker:
         """Full-vocabulary log-probs of each context's next token, for the given token ids (chunked to vLLM's cap)."""
         requests, owners = [], []
         for i, (ids, tokens) in enumerate(zip(contexts, token_sets, strict=True)):
-            for lo in range(0, len(tokens), MAX_SCORED_TOKENS):
-                chunk = tokens[lo : lo + MAX_SCORED_TOKENS]
+            for lo in range(0, len(tokens), MAX_LOGPROB_TOKEN_IDS):
+                chunk = tokens[lo : lo + MAX_LOGPROB_TOKEN_IDS]
                 params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=chunk)
                 requests.append((TokensPrompt(prompt_token_ids=ids), params))
                 owners.append(i)
