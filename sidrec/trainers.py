@@ -81,9 +81,9 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
     samples at the trainer's temperature, drawn by the trainer's model or, with ``use_vllm``, by TRL's vLLM engine
     (colocate or server) through `sidrec.vllm_backend.SidTrieLogitsProcessor` (TRL syncs the weights first). TRL
     repeats each prompt G times in a row; one search runs per unique prompt and its completions are returned in that
-    layout. With beam search, each completion's rank among its group's beam
-    scores reaches the reward functions as the ``beam_rank`` column; samples have no rank and no such column. The
-    hook is TRL's ``rollout_func`` (TRL passes its extra fields to the rewards).
+    layout. With beam search, each completion's rank among its group's beam scores reaches the reward functions as the
+    ``beam_rank`` column; samples have no rank and no such column. The hook is TRL's ``rollout_func`` (TRL passes its
+    extra fields to the rewards).
 
     Checkpoints also hold the reference model when ``sync_ref_model`` moves it (TRL reloads it from the starting
     checkpoint, which would make a resumed run differ from an uninterrupted one).
