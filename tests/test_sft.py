@@ -181,3 +181,37 @@ def test_sid_embeddings_start_at_their_items_title_vectors(small_data, small_tok
     # the other rows are untouched
     keep = [i for i in range(len(before)) if i not in sid_ids]
     assert torch.equal(emb.detach()[keep], before[keep])
+
+
+def test_cpu_loss_scores_only_labelled_positions_and_matches_the_full_logits(
+    small_data, small_tokenizer, tiny_model, tmp_path, monkeypatch
+):
+    import trl.kernels
+    import trl.trainer.utils as tu
+
+    from sidrec.trainers import SidSFTTrainer
+
+    # TRL's fused head decides compact scoring with this name; if TRL renames it, the speed-up is gone: fail here
+    assert "compact = _use_triton(hidden_states.device)" in __import__("inspect").getsource(tu.add_fused_lm_head)
+    examples = build_tasks(["sid_seq"], small_data.splits["train"][:6], small_data.catalog)
+    ds = to_hf_dataset(fit_to_length(examples, small_tokenizer, 256))
+    trainer = SidSFTTrainer(model=tiny_model, args=sft_args(tmp_path), train_dataset=ds, processing_class=small_tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(6)])
+    rows = []
+    original = trl.kernels.ChunkedLogProbFunction.apply
+
+    def spy(hidden, *args):
+        rows.append(hidden.shape[0])
+        return original(hidden, *args)
+
+    monkeypatch.setattr(tu._ChunkedLogProbFunction, "apply", spy)
+    trainer.model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        # the reference: the model's own full logits, cross-entropy on the completion tokens only
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels.flatten(), ignore_index=-100)
+    # each row's completion is its SID's 3 tokens and EOS: 4 scored positions per row, not every padded position
+    assert rows == [6 * 4] and batch["input_ids"].numel() > 6 * 4 * 3
+    assert torch.allclose(loss, expected, atol=1e-5)
