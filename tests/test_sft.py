@@ -195,7 +195,9 @@ def test_cpu_loss_scores_only_labelled_positions_and_matches_the_full_logits(
     assert "compact = _use_triton(hidden_states.device)" in __import__("inspect").getsource(tu.add_fused_lm_head)
     examples = build_tasks(["sid_seq"], small_data.splits["train"][:6], small_data.catalog)
     ds = to_hf_dataset(fit_to_length(examples, small_tokenizer, 256))
-    trainer = SidSFTTrainer(model=tiny_model, args=sft_args(tmp_path), train_dataset=ds, processing_class=small_tokenizer)
+    trainer = SidSFTTrainer(
+        model=tiny_model, args=sft_args(tmp_path), train_dataset=ds, processing_class=small_tokenizer
+    )
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(6)])
     rows = []
     original = trl.kernels.ChunkedLogProbFunction.apply
