@@ -217,3 +217,23 @@ def test_cpu_loss_scores_only_labelled_positions_and_matches_the_full_logits(
     # each row's completion is its SID's 3 tokens and EOS: 4 scored positions per row, not every padded position
     assert rows == [6 * 4] and batch["input_ids"].numel() > 6 * 4 * 3
     assert torch.allclose(loss, expected, atol=1e-5)
+
+
+def test_sft_step_benchmark_runs_both_modes_on_the_same_batches(small_data_dir):
+    import importlib.util
+    import os
+
+    import trl.trainer.utils as tu
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_sft", os.path.join(REPO, "scripts", "bench_sft_step.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--config", "recipes/demo/sft.yaml", "--data_dir", small_data_dir, "--category", "Synthetic"]
+    summary = bench.main([*args, "--batches", "2", "--repeats", "1", "--threads", "1"])
+    # both modes score the same completion tokens, so the losses agree; the prompts are most of the batch
+    assert summary["max_loss_diff"] < 1e-5
+    assert 0 < summary["labelled_tokens"] < summary["tokens"] / 2
+    assert summary["every_position_s_per_step"] > 0 and summary["labelled_only_s_per_step"] > 0
+    assert getattr(tu._use_triton, "sidrec_compact_cpu", False)  # left as the trainers set it
