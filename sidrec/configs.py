@@ -197,6 +197,12 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
     tiny_dropout: float = field(
         default=0.0, metadata={"help": "from_scratch: dropout on embeddings and residual branches (GPT-2 style)."}
     )
+    tiny_tie_word_embeddings: bool = field(
+        default=True,
+        metadata={
+            "help": "from_scratch: share the input embeddings with the output layer (Qwen2.5's small models do)."
+        },
+    )
     tiny_tokenizer_vocab_size: int = field(
         default=2048, metadata={"help": "from_scratch: BPE vocabulary size (SID tokens come on top)."}
     )

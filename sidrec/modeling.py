@@ -220,8 +220,9 @@ def build_tiny_model(
     max_position_embeddings: int = 1024,
     attention_dropout: float = 0.0,
     seed: int = 0,
+    tie_word_embeddings: bool = True,
 ) -> Qwen2ForCausalLM:
-    """A random-init Qwen2-architecture causal LM sized for CPU runs, with tied input/output embeddings."""
+    """A random-init Qwen2-architecture causal LM sized for CPU runs (tied input/output embeddings by default)."""
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -231,7 +232,7 @@ def build_tiny_model(
         intermediate_size=intermediate_size,
         max_position_embeddings=max_position_embeddings,
         attention_dropout=attention_dropout,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie_word_embeddings,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
@@ -378,6 +379,7 @@ def prepare_sft_model(training_args, model_args, catalog, examples):
             max_position_embeddings=max(training_args.max_length or 1024, 64),
             attention_dropout=training_args.tiny_attention_dropout,
             seed=training_args.seed,
+            tie_word_embeddings=training_args.tiny_tie_word_embeddings,
         )
         add_residual_dropout(model, training_args.tiny_dropout)
         new_ids = tokenizer.convert_tokens_to_ids(catalog.vocab.level_tokens())

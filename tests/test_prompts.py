@@ -148,16 +148,20 @@ def test_fit_too_long_is_an_error(small_tokenizer):
         fit_to_length([ex], small_tokenizer, 10)
 
 
-def test_sid_last_shows_only_the_last_item_of_longer_histories():
+def test_sid_last_shows_only_the_last_item_and_weighs_every_transition_alike():
     rows = [
         row(["<a_1><b_1><c_1>"]),
         row(["<a_1><b_1><c_1>", "<a_2><b_1><c_1>", "<a_3><b_2><c_1>"], "<a_4><b_1><c_1>"),
+        row(["<a_5><b_1><c_1>", "<a_1><b_1><c_1>"], "<a_4><b_1><c_1>"),
     ]
     cat = catalog([Item("9", "<a_4><b_1><c_1>", "Next")])
     exs = build_tasks(["sid_last"], rows, cat, source="train.csv", style="compact")
-    # the one-item history is sid_seq's own example already: only the second row gives one
+    # one example per row, the one-item history included: after <a_1><b_1><c_1> the data holds <a_1><b_1><c_9> once
+    # (a first transition) and <a_4><b_1><c_1> once, and so do the examples
     assert [(ex.prompt(), ex.completion, ex.source) for ex in exs] == [
-        ("next item: <a_3><b_2><c_1>\n", "<a_4><b_1><c_1>", "train.csv, row 2")
+        ("next item: <a_1><b_1><c_1>\n", "<a_1><b_1><c_9>", "train.csv, row 1"),
+        ("next item: <a_3><b_2><c_1>\n", "<a_4><b_1><c_1>", "train.csv, row 2"),
+        ("next item: <a_1><b_1><c_1>\n", "<a_4><b_1><c_1>", "train.csv, row 3"),
     ]
-    (minionerec,) = build_tasks(["sid_last"], rows, cat, style="minionerec")
+    minionerec = build_tasks(["sid_last"], rows[1:2], cat, style="minionerec")[0]
     assert "<a_3><b_2><c_1>" in minionerec.prompt() and "<a_2><b_1><c_1>" not in minionerec.prompt()
