@@ -237,3 +237,14 @@ def test_sft_step_benchmark_runs_both_modes_on_the_same_batches(small_data_dir):
     assert 0 < summary["labelled_tokens"] < summary["tokens"] / 2
     assert summary["every_position_s_per_step"] > 0 and summary["labelled_only_s_per_step"] > 0
     assert getattr(tu._use_triton, "sidrec_compact_cpu", False)  # left as the trainers set it
+
+
+def test_tiny_model_unties_its_output_layer_on_request(small_tokenizer):
+    shape = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "num_kv_heads": 1, "intermediate_size": 64}
+    tied = build_tiny_model(small_tokenizer, **shape)
+    untied = build_tiny_model(small_tokenizer, **shape, tie_word_embeddings=False)
+    assert tied.lm_head.weight is tied.model.embed_tokens.weight
+    assert untied.lm_head.weight is not untied.model.embed_tokens.weight
+    # the untied model has one more vocab x hidden matrix, and nothing else more
+    extra = sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in tied.parameters())
+    assert extra == len(small_tokenizer) * 32
