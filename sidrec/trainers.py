@@ -26,9 +26,10 @@ def score_labelled_positions_on_cpu() -> None:
     ``trl.trainer.utils.add_fused_lm_head`` (TRL 1.16) scores only the labelled positions where Triton runs, and every
     position elsewhere: a varying number of rows would recompile each batch on compiling backends (Neuron). Eager CPU
     recompiles nothing, and the per-row arithmetic is the same either way, so the loss and gradients are unchanged
-    while the LM head skips the prompt tokens: SFT steps of the tiny-cpu recipe take 37% less time (docs/PERFORMANCE.md).
-    The decision is the module-level name ``_use_triton`` that the fused head reads; the kernel keeps its own
-    reference, so no Triton kernel runs on CPU. ``tests/test_trainers.py`` fails if TRL renames it. Idempotent.
+    while the LM head skips the prompt tokens: a forward + backward of the tiny-cpu recipe takes half the time
+    (``scripts/bench_sft_step.py``, docs/PERFORMANCE.md). The decision is the module-level name ``_use_triton`` that
+    the fused head reads; the kernel keeps its own reference, so no Triton kernel runs on CPU. A test in
+    ``tests/test_sft.py`` fails if TRL renames it or stops reading it there. Idempotent.
     """
     original = trl_trainer_utils._use_triton
     if getattr(original, "sidrec_compact_cpu", False):
