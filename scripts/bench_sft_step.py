@@ -29,7 +29,7 @@ from sidrec.configs import SidrecScriptArguments, SidrecSFTConfig
 from sidrec.data import build_tasks, fit_to_length, load_rec_dataset
 from sidrec.data.prompts import to_hf_dataset
 from sidrec.modeling import prepare_sft_model
-from sidrec.trainers import SidSFTTrainer, score_labelled_positions_on_cpu
+from sidrec.trainers import SidSFTTrainer
 from sidrec.utils import parse_config
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
         script_args, args, model_args = parse_config(parser, ["--config", opts.config, *flags])
         data = load_rec_dataset(script_args.data_dir, script_args.category)
         examples = build_tasks(
-            args.sft_tasks, data.splits["train"], data.catalog, None, script_args.max_description_words,
+            args.sft_tasks, data.splits["train"], data.catalog, opts.config, script_args.max_description_words,
             args.prompt_style,
         )  # fmt: skip
         set_seed(args.seed)
@@ -89,13 +89,14 @@ def main(argv: list[str] | None = None) -> dict:
         losses[mode] = out
         return elapsed / len(batches)
 
-    for mode in modes:  # warm-up, untimed
-        one_pass(mode)
-    for _ in range(opts.repeats):
-        for mode in modes:  # interleaved
-            times[mode].append(one_pass(mode))
-    trl_trainer_utils._use_triton = compact
-    score_labelled_positions_on_cpu()
+    try:
+        for mode in modes:  # warm-up, untimed
+            one_pass(mode)
+        for _ in range(opts.repeats):
+            for mode in modes:  # interleaved
+                times[mode].append(one_pass(mode))
+    finally:
+        trl_trainer_utils._use_triton = compact  # as the trainers set it
 
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     labelled = sum(int((b["labels"] != -100).sum()) for b in batches)

@@ -186,13 +186,15 @@ def test_sid_embeddings_start_at_their_items_title_vectors(small_data, small_tok
 def test_cpu_loss_scores_only_labelled_positions_and_matches_the_full_logits(
     small_data, small_tokenizer, tiny_model, tmp_path, monkeypatch
 ):
+    import inspect
+
     import trl.kernels
     import trl.trainer.utils as tu
 
     from sidrec.trainers import SidSFTTrainer
 
     # TRL's fused head decides compact scoring with this name; if TRL renames it, the speed-up is gone: fail here
-    assert "compact = _use_triton(hidden_states.device)" in __import__("inspect").getsource(tu.add_fused_lm_head)
+    assert "compact = _use_triton(hidden_states.device)" in inspect.getsource(tu.add_fused_lm_head)
     examples = build_tasks(["sid_seq"], small_data.splits["train"][:6], small_data.catalog)
     ds = to_hf_dataset(fit_to_length(examples, small_tokenizer, 256))
     trainer = SidSFTTrainer(
