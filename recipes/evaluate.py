@@ -12,9 +12,9 @@ An interrupted run continues with --resume true (finished shards are kept).
 import logging
 
 from transformers import set_seed
-from trl import ModelConfig, TrlParser
+from trl import TrlParser
 
-from sidrec.configs import EvalConfig, SidrecScriptArguments
+from sidrec.configs import EvalConfig, SidrecModelConfig, SidrecScriptArguments
 from sidrec.evaluation import clear_shards, run_sharded_eval, sample_rows, write_eval_outputs
 from sidrec.launch import describe_process_state
 from sidrec.modeling import (
@@ -34,7 +34,7 @@ logger = logging.getLogger("sidrec.evaluate")
 
 
 def main():
-    script_args, args, model_args = parse_config(TrlParser((SidrecScriptArguments, EvalConfig, ModelConfig)))
+    script_args, args, model_args = parse_config(TrlParser((SidrecScriptArguments, EvalConfig, SidrecModelConfig)))
     if not model_args.model_name_or_path:
         raise UserError("set model_name_or_path to the checkpoint to evaluate (e.g. the SFT output_dir)")
     with run_recipe("eval", script_args, args, model_args) as run:

@@ -9,9 +9,9 @@ YAML gives defaults, CLI flags override; unknown keys fail at launch. Add --debu
 import logging
 
 from transformers import EarlyStoppingCallback, set_seed
-from trl import ModelConfig, TrlParser
+from trl import TrlParser
 
-from sidrec.configs import SidrecGRPOConfig, SidrecScriptArguments
+from sidrec.configs import SidrecGRPOConfig, SidrecModelConfig, SidrecScriptArguments
 from sidrec.data import build_tasks, fit_to_length
 from sidrec.data.prompts import to_rl_dataset
 from sidrec.evaluation import ranking_eval_for
@@ -33,7 +33,9 @@ logger = logging.getLogger("sidrec.grpo")
 
 
 def main():
-    script_args, args, model_args = parse_config(TrlParser((SidrecScriptArguments, SidrecGRPOConfig, ModelConfig)))
+    script_args, args, model_args = parse_config(
+        TrlParser((SidrecScriptArguments, SidrecGRPOConfig, SidrecModelConfig))
+    )
     if not model_args.model_name_or_path:
         raise UserError(
             "set model_name_or_path to the SFT checkpoint to start from (TRL reloads the reference from it)"

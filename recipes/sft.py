@@ -9,9 +9,9 @@ YAML gives defaults, CLI flags override; unknown keys fail at launch. Add --debu
 import logging
 
 from transformers import EarlyStoppingCallback, set_seed
-from trl import ModelConfig, TrlParser
+from trl import TrlParser
 
-from sidrec.configs import SidrecScriptArguments, SidrecSFTConfig
+from sidrec.configs import SidrecModelConfig, SidrecScriptArguments, SidrecSFTConfig
 from sidrec.data import build_tasks, fit_to_length
 from sidrec.data.prompts import build_sid_seq, to_hf_dataset
 from sidrec.evaluation import ranking_eval_for
@@ -25,7 +25,9 @@ logger = logging.getLogger("sidrec.sft")
 
 
 def main():
-    script_args, args, model_args = parse_config(TrlParser((SidrecScriptArguments, SidrecSFTConfig, ModelConfig)))
+    script_args, args, model_args = parse_config(
+        TrlParser((SidrecScriptArguments, SidrecSFTConfig, SidrecModelConfig))
+    )
     with run_recipe("sft", script_args, args, model_args) as run:
         # Data first: every input error surfaces before a model is built.
         data = run.load_data(("train", "valid"))

@@ -10,7 +10,7 @@
 #
 # The config dir holds sft.yaml, eval.yaml, grpo.yaml (eval.yaml is used for both evals). Results land in
 # --run-dir (default results/<config-dir name>): sft/ eval_sft/ grpo/ eval_grpo/ baselines.json RESULTS.md plots/.
-# The last line printed is the final (after GRPO) metrics.json.
+# The last line printed is the metrics.json of the model the run reports, chosen on valid (see sidrec.results).
 set -euo pipefail
 
 CONFIG_DIR="" DATA_ARGS=() RUN_DIR="" ACCEL_CONFIG="accelerate_configs/cpu.yaml" DATA_DIR="" CATEGORY="" RESTART=()
@@ -66,5 +66,7 @@ if [[ ! -f "$RUN_DIR/baselines.json" ]]; then
   echo "== baselines" >&2
   python -m sidrec.baselines --data_dir "$DATA_DIR" --category "$CATEGORY" --out "$RUN_DIR/baselines.json" >&2
 fi
-python -m sidrec.results "$RUN_DIR" --command "scripts/run_pipeline.sh --config-dir $CONFIG_DIR ${DATA_ARGS[*]:+${DATA_ARGS[*]} }--run-dir $RUN_DIR" >&2
-echo "$RUN_DIR/eval_grpo/metrics.json"
+# RESULTS.md, then the last line: the metrics.json of the model the run reports (GRPO's, or SFT's when GRPO did not
+# beat its start model on valid).
+python -m sidrec.results "$RUN_DIR" --final-metrics \
+  --command "scripts/run_pipeline.sh --config-dir $CONFIG_DIR ${DATA_ARGS[*]:+${DATA_ARGS[*]} }--run-dir $RUN_DIR"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trl import GRPOConfig, SFTConfig
+from trl import GRPOConfig, ModelConfig, SFTConfig
 
 from sidrec.data.prompts import PROMPT_STYLES, RL_TASKS, TASKS, check_prompt_style, check_task_names
 from sidrec.decoding import DECODERS
@@ -278,6 +278,25 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
             # Evaluation ranks next items and runs no eval rollouts: GRPOConfig's eval-group check must not apply.
             self.num_generations_eval = 1
         super().__post_init__()
+
+
+@dataclass
+class SidrecModelConfig(ModelConfig):
+    """TRL's ModelConfig with ``dtype`` left to the recipe unless given.
+
+    TRL 1.16 defaults ``dtype`` to ``"float32"``, so "unset" could not be told apart from an explicit float32 and
+    every checkpoint loaded in float32, evaluation on CUDA included. Here it defaults to ``"auto"``: training follows
+    the recipe's ``bf16``, evaluation takes bfloat16 on CUDA and float32 elsewhere (`sidrec.modeling.default_dtype`).
+    """
+
+    dtype: str | None = field(
+        default="auto",
+        metadata={
+            "help": "Load the model in this dtype; auto (default) follows bf16 in training, and in evaluation takes "
+            "bfloat16 on CUDA and float32 elsewhere.",
+            "choices": ["auto", "bfloat16", "float16", "float32"],
+        },
+    )
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A recipe reads as "parse, build, train or evaluate, write"::
 
     def main():
-        script_args, args, model_args = parse_config(TrlParser((SidrecScriptArguments, SidrecSFTConfig, ModelConfig)))
+        script_args, args, model_args = parse_config(TrlParser((SidrecScriptArguments, SidrecSFTConfig, SidrecModelConfig)))
         with run_recipe("sft", script_args, args, model_args) as run:
             data = run.load_data(("train", "valid"))
             ...  # build, train
@@ -87,7 +87,7 @@ def run_recipe(stage: str, script_args, args, model_args) -> Iterator[Run]:
         script_args (`SidrecScriptArguments`): Data and tracking arguments.
         args: The stage's config; training configs resume with ``resume_from_checkpoint``, `EvalConfig` with
             ``resume``.
-        model_args (`trl.ModelConfig`): The model to load.
+        model_args (`sidrec.configs.SidrecModelConfig`): The model to load.
     """
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     training = hasattr(args, "resume_from_checkpoint")

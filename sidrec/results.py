@@ -1,10 +1,11 @@
 """Write a pipeline run's RESULTS.md: main table, per-level tables, plots, baselines.
 
-    python -m sidrec.results RUN_DIR [--command "the command that made the run"]
+    python -m sidrec.results RUN_DIR [--command "the command that made the run"] [--final-metrics]
     python -m sidrec.results --compare "MiniOneRec index=results/tiny-cpu" "sidrec SIDs=results/tiny-cpu-oursids"
 
 RUN_DIR is what ``scripts/run_pipeline.sh`` fills: ``sft/`` ``eval_sft/`` ``grpo/`` ``eval_grpo/`` (recipe
-outputs) and ``baselines.json``. Missing stages are left out. Plots go to ``RUN_DIR/plots/``.
+outputs) and ``baselines.json``. Missing stages are left out. Plots go to ``RUN_DIR/plots/``. The model reported
+against the baselines is chosen on valid (`final_model`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Mapping
 
 from sidrec.report import metrics_table, per_level_tables
@@ -120,22 +122,61 @@ def versus_baseline(model: Mapping, baseline: Mapping, ks=(1, 3, 5, 10)) -> tupl
     return ok, "\n".join(lines)
 
 
+def _valid_evals(run_dir: str, train: str) -> tuple[str | None, list[dict]]:
+    metrics = (_load(os.path.join(run_dir, train, "run_summary.json")) or {}).get("metrics") or {}
+    return metrics.get("metric_for_best_model"), [e for e in metrics.get("evaluations", []) if "eval_ndcg@10" in e]
+
+
 def selection_lines(run_dir: str) -> list[str]:
-    """How each training stage chose its checkpoint on valid (from run_summary.json)."""
+    """How each training stage chose its checkpoint on valid (from run_summary.json).
+
+    A GRPO evaluation at step 0 (``eval_on_start``) scores its start model; it is shown but is no checkpoint.
+    """
     out = []
     for name, train, _ in STAGES:
-        metrics = (_load(os.path.join(run_dir, train, "run_summary.json")) or {}).get("metrics") or {}
-        evals = [e for e in metrics.get("evaluations", []) if "eval_ndcg@10" in e]
+        metric, evals = _valid_evals(run_dir, train)
         if not evals:
             continue
         where = "epoch" if name == "SFT" else "step"
-        best = max(evals, key=lambda e: e["eval_ndcg@10"])
+        saved = [e for e in evals if e.get(where, 0) > 0] or evals
+        best = max(saved, key=lambda e: e["eval_ndcg@10"])
         curve = ", ".join(f"{e[where]:g}: {e['eval_ndcg@10']:.4f}" for e in evals)
         out.append(
-            f"- {name}: {metrics.get('metric_for_best_model')} on {evals[0].get('eval_ranked_rows')} valid users "
+            f"- {name}: {metric} on {evals[0].get('eval_ranked_rows')} valid users "
             f"after each {where} ({curve}); kept {where} {best[where]:g} (HR@10 {best['eval_hr@10']:.4f})."
         )
     return out
+
+
+def final_model(run_dir: str, rows: Mapping[str, Mapping]) -> tuple[str | None, str]:
+    """The model the run reports, chosen on valid, and why: GRPO's, unless it never beat the model it started from.
+
+    GRPO with ``eval_on_start`` ranks its start model (SFT's) on its valid users before the first update; when no
+    later evaluation has a higher valid ``eval_ndcg@10``, GRPO did not improve on SFT and the SFT model is kept.
+
+    >>> import tempfile; from sidrec.utils import atomic_write_json
+    >>> run = tempfile.mkdtemp()
+    >>> evals = [{"step": 0, "eval_ndcg@10": 0.09}, {"step": 16, "eval_ndcg@10": 0.08}]
+    >>> atomic_write_json(f"{run}/grpo/run_summary.json", {"metrics": {"evaluations": evals}})
+    >>> final_model(run, {"SFT": {}, "RL (GRPO)": {}})[0]
+    'SFT'
+    """
+    if "RL (GRPO)" not in rows:
+        return ("SFT" if "SFT" in rows else None), ""
+    _, evals = _valid_evals(run_dir, "grpo")
+    start = [e["eval_ndcg@10"] for e in evals if e.get("step") == 0]
+    later = [e["eval_ndcg@10"] for e in evals if e.get("step", 0) > 0]
+    if not (start and later and "SFT" in rows):
+        return "RL (GRPO)", ""
+    if max(later) > start[0]:
+        return "RL (GRPO)", (
+            f"GRPO's best valid NDCG@10 ({max(later):.4f}) is above its start model's ({start[0]:.4f}), so the GRPO "
+            "model is the result."
+        )
+    return "SFT", (
+        f"GRPO's best valid NDCG@10 ({max(later):.4f}) is not above its start model's ({start[0]:.4f}): GRPO did not "
+        "improve on SFT on valid, so the SFT model is the result."
+    )
 
 
 def write_results(run_dir: str, command: str = "") -> str:
@@ -156,16 +197,16 @@ def write_results(run_dir: str, command: str = "") -> str:
     if command:
         lines += ["Made by:", "", "```bash", command, "```", ""]
     lines += ["## HR@K and NDCG@K (test split)", "", metrics_table(all_rows), ""]
-    final = rows.get("RL (GRPO)") or rows.get("SFT")
+    name, why = final_model(run_dir, rows)
     transition = baselines.get("metrics", {}).get("last-item transition")
-    if final and transition:
-        name = "RL (GRPO)" if "RL (GRPO)" in rows else "SFT"
-        ok, table = versus_baseline(final, transition)
+    if name and transition:
+        ok, table = versus_baseline(rows[name], transition)
         verdict = "above" if ok else "NOT above"
         lines += [
             f"**{name} vs the last-item transition baseline**: {verdict} it on HR@K and NDCG@K for every K "
             "in 1, 3, 5, 10.",
             "",
+            *([f"The model reported is chosen on valid: {why}", ""] if why else []),
             table,
             "",
         ]
@@ -226,13 +267,25 @@ def main(argv: list[str] | None = None) -> None:
         metavar="LABEL=RUN_DIR",
         help="print a table comparing runs made with other SID indexes",
     )
+    parser.add_argument(
+        "--final-metrics",
+        action="store_true",
+        help="print the metrics.json of the model the run reports (chosen on valid) instead of RESULTS.md's path",
+    )
     args = parser.parse_args(argv)
     if args.compare:
         print(compare_indexes(dict(item.split("=", 1) for item in args.compare)))
         return
     if not args.run_dir:
         parser.error("give a run_dir (or --compare LABEL=RUN_DIR ...)")
-    print(write_results(args.run_dir, args.command))
+    path = write_results(args.run_dir, args.command)
+    if args.final_metrics:
+        rows = {name: True for name, _, ev in STAGES if os.path.isfile(os.path.join(args.run_dir, ev, "metrics.json"))}
+        name = final_model(args.run_dir, rows)[0]
+        print(path, file=sys.stderr)
+        print(os.path.join(args.run_dir, {n: ev for n, _, ev in STAGES}[name], "metrics.json") if name else path)
+    else:
+        print(path)
 
 
 if __name__ == "__main__":

@@ -66,13 +66,13 @@ def test_other_configs_name_what_the_docs_say():
     [(1, 16, False), (4, 16, True), (2, 16, False)],
 )
 def test_reference_sft_global_batch_is_checked_against_the_process_count(procs, accum, ok):
-    from trl import ModelConfig, TrlParser
+    from trl import TrlParser
 
-    from sidrec.configs import SidrecScriptArguments, SidrecSFTConfig
+    from sidrec.configs import SidrecModelConfig, SidrecScriptArguments, SidrecSFTConfig
     from sidrec.utils import UserError, parse_config
 
     path = os.path.join(REPO, "recipes/industrial/qwen2.5-1.5b/sft.yaml")
-    parser = TrlParser((SidrecScriptArguments, SidrecSFTConfig, ModelConfig))
+    parser = TrlParser((SidrecScriptArguments, SidrecSFTConfig, SidrecModelConfig))
     _, cfg, _ = parse_config(
         parser, ["--config", path, "--bf16", "false", "--gradient_accumulation_steps", str(accum)]
     )

@@ -7,20 +7,22 @@ import os
 import re
 
 import pytest
+import torch
 import yaml
-from trl import ModelConfig, TrlParser
+from trl import TrlParser
 
-from sidrec.configs import EvalConfig, SidrecGRPOConfig, SidrecScriptArguments, SidrecSFTConfig
+from sidrec.configs import EvalConfig, SidrecGRPOConfig, SidrecModelConfig, SidrecScriptArguments, SidrecSFTConfig
+from sidrec.modeling import default_dtype, model_kwargs
 from sidrec.utils import UserError, parse_config
 
 from .conftest import REPO
 from .helpers import TINY, quick_sft, recipe
 
 PARSERS = {
-    "sft.yaml": (SidrecScriptArguments, SidrecSFTConfig, ModelConfig),
-    "eval.yaml": (SidrecScriptArguments, EvalConfig, ModelConfig),
-    "eval_grpo.yaml": (SidrecScriptArguments, EvalConfig, ModelConfig),
-    "grpo.yaml": (SidrecScriptArguments, SidrecGRPOConfig, ModelConfig),
+    "sft.yaml": (SidrecScriptArguments, SidrecSFTConfig, SidrecModelConfig),
+    "eval.yaml": (SidrecScriptArguments, EvalConfig, SidrecModelConfig),
+    "eval_grpo.yaml": (SidrecScriptArguments, EvalConfig, SidrecModelConfig),
+    "grpo.yaml": (SidrecScriptArguments, SidrecGRPOConfig, SidrecModelConfig),
 }
 YAMLS = sorted(glob.glob(os.path.join(REPO, "recipes", "**", "*.yaml"), recursive=True))
 
@@ -47,6 +49,21 @@ def test_every_recipe_yaml_parses(path):
         if key == "report_to" and value == "none":
             value = []
         assert got == value, f"{key}: YAML {value!r}, parsed {got!r}"
+
+
+def test_dtype_left_unset_follows_the_recipe_and_the_device():
+    """TRL 1.16's ModelConfig defaults dtype to float32, which made evaluation on CUDA load float32 (seen on an H200)."""
+    path = os.path.join(REPO, "recipes/industrial/qwen2.5-1.5b/eval.yaml")
+    _, _, model = parse(path)
+    assert model.dtype == "auto"
+    # evaluation: bfloat16 on CUDA, float32 on CPU; training follows bf16
+    assert model_kwargs(model, default_dtype(None, "cuda"))["dtype"] is torch.bfloat16
+    assert model_kwargs(model, default_dtype(None, "cpu"))["dtype"] is torch.float32
+    _, _, sft_model = parse(os.path.join(REPO, "recipes/industrial/qwen2.5-1.5b/sft.yaml"), "--bf16", "false")
+    assert model_kwargs(sft_model, default_dtype(True))["dtype"] is torch.bfloat16
+    # an explicit dtype still wins
+    _, _, forced = parse(path, "--dtype", "float32")
+    assert model_kwargs(forced, default_dtype(None, "cuda"))["dtype"] is torch.float32
 
 
 def parse_reference(name):
@@ -155,7 +172,7 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
         "grpo", "recipes/demo/grpo.yaml", **data, model_name_or_path=sft_dir, output_dir=grpo_dir,
         max_steps=2, per_device_train_batch_size=8, num_generations=4,
         eval_strategy="steps", eval_steps=1, ranking_eval_rows=10, ranking_eval_seed=3, ranking_eval_beams=20,
-        per_device_eval_batch_size=4,
+        per_device_eval_batch_size=4, eval_on_start="true",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.load(open(os.path.join(grpo_dir, "run_summary.json")))
@@ -163,8 +180,13 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
     # GRPO evaluates (and selects) on the same ranking of the same valid users
     assert summary["metrics"]["metric_for_best_model"] == "eval_ndcg@10"
     grpo_evals = summary["metrics"]["evaluations"]
-    assert [e["step"] for e in grpo_evals] == [1, 2] and all("eval_loss" not in e for e in grpo_evals)
-    assert summary["metrics"]["best_metric"] == max(e["eval_ndcg@10"] for e in grpo_evals)
+    assert [e["step"] for e in grpo_evals] == [0, 1, 2] and all("eval_loss" not in e for e in grpo_evals)
+    # step 0 (eval_on_start) ranks the start model: the SFT model's best evaluation, same users, same beams
+    start = grpo_evals[0]
+    assert [start[f"eval_hr@{k}"] for k in (1, 5, 10)] == [best[f"eval_hr@{k}"] for k in (1, 5, 10)]
+    assert start["eval_ndcg@10"] == pytest.approx(best["eval_ndcg@10"], abs=1e-12)
+    # only saved checkpoints (steps 1 and 2) can be the best model; whether GRPO beat step 0 is sidrec.results' call
+    assert summary["metrics"]["best_metric"] == max(e["eval_ndcg@10"] for e in grpo_evals[1:])
     assert summary["metrics"]["last_logged_reward"] is not None
     assert json.load(open(os.path.join(grpo_dir, "config.json")))["sidrec_prompt_style"] == "compact"
     assert "compact style" in r.stderr

@@ -132,6 +132,36 @@ def test_results_say_where_the_model_beats_the_transition_baseline(tmp_path):
     assert "eval_ndcg@10 on 100 valid users after each epoch (1: 0.1100, 2: 0.1300, 3: 0.1200); kept epoch 2" in text
 
 
+def test_the_reported_model_is_grpo_only_if_it_beat_its_start_on_valid(tmp_path):
+    base = {f"{n}@{k}": 0.05 for n in ("HR", "NDCG") for k in (1, 3, 5, 10)}
+    rd = tmp_path / "run"
+    atomic_write_json(str(rd / "eval_sft" / "metrics.json"), {**metrics(0.1, 0.2), **dict.fromkeys(base, 0.06)})
+    atomic_write_json(str(rd / "eval_grpo" / "metrics.json"), {**metrics(0.1, 0.2), **dict.fromkeys(base, 0.04)})
+    atomic_write_json(str(rd / "baselines.json"), {"metrics": {"last-item transition": base}})
+
+    def grpo_evals(*ndcgs):  # step 0 is GRPO's evaluation of its start model (eval_on_start)
+        evals = [
+            {"step": 16 * i, "eval_hr@10": 0.2, "eval_ndcg@10": v, "eval_ranked_rows": 50} for i, v in enumerate(ndcgs)
+        ]
+        atomic_write_json(str(rd / "grpo" / "run_summary.json"), {"metrics": {"evaluations": evals}})
+
+    grpo_evals(0.09, 0.085, 0.09)  # a tie is no improvement: SFT (above the baseline) is the result
+    text = open(write_results(str(rd))).read()
+    assert "**SFT vs the last-item transition baseline**: above it" in text
+    assert "GRPO's best valid NDCG@10 (0.0900) is not above its start model's (0.0900)" in text
+    assert "step 0: " not in text and "(0: 0.0900, 16: 0.0850, 32: 0.0900); kept step 32" in text
+    r = run("-m", "sidrec.results", str(rd), "--final-metrics")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == str(rd / "eval_sft" / "metrics.json")
+
+    grpo_evals(0.09, 0.095)  # GRPO improved on valid: its model is the result, below the baseline here
+    text = open(write_results(str(rd))).read()
+    assert "**RL (GRPO) vs the last-item transition baseline**: NOT above it" in text
+    assert "GRPO's best valid NDCG@10 (0.0950) is above its start model's (0.0900)" in text
+    r = run("-m", "sidrec.results", str(rd), "--final-metrics")
+    assert r.stdout.strip().splitlines()[-1] == str(rd / "eval_grpo" / "metrics.json")
+
+
 def test_index_comparison_reads_each_runs_data_and_metrics(tmp_path, small_data_dir, small_data):
     from sidrec.results import compare_indexes
 
