@@ -165,3 +165,34 @@ def test_sid_last_shows_only_the_last_item_and_weighs_every_transition_alike():
     ]
     minionerec = build_tasks(["sid_last"], rows[1:2], cat, style="minionerec")[0]
     assert "<a_3><b_2><c_1>" in minionerec.prompt() and "<a_2><b_1><c_1>" not in minionerec.prompt()
+
+
+def test_sid_pairs_gives_each_consecutive_pair_of_every_row():
+    a, b, c, t = "<a_1><b_1><c_1>", "<a_1><b_1><c_2>", "<a_2><b_1><c_1>", "<a_1><b_1><c_9>"
+    cat = catalog([Item("9", t, "t")])
+    # a user's rows are prefixes: [a] -> b, then [a, b] -> c, then [a, b, c] -> t
+    rows = [row([a], b), row([a, b], c), row([a, b, c], t)]
+    got = [
+        (ex.prompt(), ex.completion, ex.source) for ex in build_tasks(["sid_pairs"], rows, cat, "f", style="compact")
+    ]
+    assert got == [
+        (f"next item: {a}\n", b, "f, row 1"),
+        (f"next item: {a}\n", b, "f, row 2"),
+        (f"next item: {b}\n", c, "f, row 2"),
+        (f"next item: {a}\n", b, "f, row 3"),
+        (f"next item: {b}\n", c, "f, row 3"),
+        (f"next item: {c}\n", t, "f, row 3"),
+    ]
+    # the same prompt as a one-item sid_seq / sid_last example, in both styles
+    last = build_tasks(["sid_last"], rows[:1], cat)[0]
+    pair = build_tasks(["sid_pairs"], rows[:1], cat)[0]
+    assert (pair.prompt(), pair.completion) == (last.prompt(), last.completion)
+
+
+def test_text_to_sid_is_alignment_without_sid_to_title():
+    cat = catalog([Item("9", "<a_1><b_1><c_9>", "Red Widget", "A sturdy widget.")])
+    got = [(ex.prompt(), ex.completion) for ex in build_tasks(["text_to_sid"], [], cat, style="compact")]
+    assert got == [
+        ("title to item: Red Widget\n", "<a_1><b_1><c_9>"),
+        ("description to item: A sturdy widget.\n", "<a_1><b_1><c_9>"),
+    ]

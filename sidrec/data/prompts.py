@@ -203,10 +203,42 @@ def build_sid_seq(
     return build_row_task("sid_seq", rows, source, style)
 
 
-def build_item_alignment(
-    catalog: Catalog, max_description_words: int = 32, style: str = DEFAULT_PROMPT_STYLE
+def build_sid_pairs(
+    rows: Sequence[Interaction], source: str = "", style: str = DEFAULT_PROMPT_STYLE
 ) -> list[PromptExample]:
-    """Title -> SID, description -> SID and SID -> title, one of each per item.
+    """Every consecutive pair of each row's items (history, then the target) as a one-item ``sid_last`` example.
+
+    A transition is seen as often as the last-item transition rule counts it: a pair early in a user's sequence is in
+    every later row of that user, so it comes once per such row.
+    """
+    check_prompt_style(style)
+    task = ROW_TASKS["sid_last"]
+    instruction, user_input = (
+        (task.compact_tag, "{history}") if style == "compact" else (task.instruction, task.user_input)
+    )
+    sep = "" if style == "compact" else ", "
+    out = []
+    for i, r in enumerate(rows, start=1):
+        seq = (*r.history_sids, r.item_sid)
+        for a, b in zip(seq, seq[1:], strict=False):
+            out.append(
+                PromptExample(
+                    "sid_pairs", instruction, user_input, b, b, (a,), f"{source}, row {i}", style, history_sep=sep
+                )
+            )
+    return out
+
+
+ALIGNMENT_DIRECTIONS = ("title_to_sid", "description_to_sid", "sid_to_title")
+
+
+def build_item_alignment(
+    catalog: Catalog,
+    max_description_words: int = 32,
+    style: str = DEFAULT_PROMPT_STYLE,
+    directions: Sequence[str] = ALIGNMENT_DIRECTIONS,
+) -> list[PromptExample]:
+    """Title -> SID, description -> SID and SID -> title (the ``directions`` asked for), one of each per item.
 
     SID -> title is skipped for SIDs shared by several items (the answer would be ambiguous). An example whose answer
     appears in its own input is dropped: the model must not learn to copy.
@@ -231,12 +263,14 @@ def build_item_alignment(
         )
 
     for item in catalog.items.values():
-        add("title to item", item.title if compact else f"Which item has the title: {item.title}?", item.sid, item)
+        if "title_to_sid" in directions:
+            title = item.title if compact else f"Which item has the title: {item.title}?"
+            add("title to item", title, item.sid, item)
         desc = clean_description(item.description, max_description_words)
-        if desc:
+        if desc and "description_to_sid" in directions:
             text = desc if compact else f"An item can be described as follows: {desc} Which item is it describing?"
             add("description to item", text, item.sid, item)
-        if sid_counts[item.sid] == 1 and item.title:
+        if "sid_to_title" in directions and sid_counts[item.sid] == 1 and item.title:
             add("item to title", item.sid if compact else f'What is the title of item "{item.sid}"?', item.title, item)
     kept = [ex for ex in out if not leaks_answer(ex)]
     if len(kept) < len(out):
@@ -291,8 +325,15 @@ def build_title_words(catalog: Catalog, style: str = DEFAULT_PROMPT_STYLE) -> li
     return [ex for ex in out if not leaks_answer(ex)]
 
 
-CATALOG_TASKS = {"item_alignment": build_item_alignment, "title_words": build_title_words}
-TASKS = (*ROW_TASKS, *CATALOG_TASKS)
+CATALOG_TASKS = {
+    "item_alignment": build_item_alignment,
+    "text_to_sid": build_item_alignment,
+    "title_words": build_title_words,
+}
+# text_to_sid: item_alignment's title -> SID and description -> SID examples, without SID -> title (whose title
+# answers are most of the alignment's labelled tokens).
+TEXT_TO_SID = ("title_to_sid", "description_to_sid")
+TASKS = (*ROW_TASKS, "sid_pairs", *CATALOG_TASKS)
 # Tasks with SID answers (GRPO prompts; item_alignment's SID -> title examples are dropped there).
 RL_TASKS = ("sid_seq", "sid_last", "title_seq2sid", "item_alignment")
 
@@ -329,8 +370,12 @@ def build_tasks(
     for name in names:
         if name in ROW_TASKS:
             out.extend(build_row_task(name, rows, source, style))
+        elif name == "sid_pairs":
+            out.extend(build_sid_pairs(rows, source, style))
         elif name == "item_alignment":
             out.extend(build_item_alignment(catalog, max_description_words, style))
+        elif name == "text_to_sid":
+            out.extend(build_item_alignment(catalog, max_description_words, style, TEXT_TO_SID))
         else:
             out.extend(build_title_words(catalog, style))
     return out
