@@ -19,7 +19,7 @@ from sidrec.launch import LaunchReport
 from sidrec.modeling import is_adapter_dir, lora_config_for_sids, prepare_sft_model, save_adapter_config
 from sidrec.recipe import run_recipe
 from sidrec.trainers import SidSFTTrainer, best_model_record
-from sidrec.utils import parse_config, run_main
+from sidrec.utils import UserError, parse_config, run_main
 
 logger = logging.getLogger("sidrec.sft")
 
@@ -29,6 +29,8 @@ def main():
         TrlParser((SidrecScriptArguments, SidrecSFTConfig, SidrecModelConfig))
     )
     with run_recipe("sft", script_args, args, model_args) as run:
+        if args.average_checkpoints and model_args.use_peft:
+            raise UserError("average_checkpoints averages full-model checkpoints; it cannot be used with use_peft")
         # Data first: every input error surfaces before a model is built.
         data = run.load_data(("train", "valid"))
         train_src, valid_src = data.paths.splits["train"], data.paths.splits["valid"]
@@ -65,6 +67,18 @@ def main():
         # Train (resume_from_checkpoint: true picks the last checkpoint in output_dir), keep the best, save.
         with run.timed("train"):
             result = trainer.train(resume_from_checkpoint=run.resume)
+        averaged = None
+        if args.average_checkpoints:
+            with run.timed("average_checkpoints"):
+                averaged = trainer.average_from_best()
+            if averaged is None:
+                logger.info("average_checkpoints: no checkpoint after the best one; the best checkpoint is saved")
+            else:
+                logger.info(
+                    "average of %s: %s %.4f vs the best checkpoint's %.4f: %s", averaged["checkpoints"],
+                    args.metric_for_best_model, averaged["metrics"][args.metric_for_best_model],
+                    averaged["best_metric"], "the average is saved" if averaged["kept"] else "the best checkpoint is saved",
+                )  # fmt: skip
         trainer.save_model(args.output_dir)
         if run.is_main_process and is_adapter_dir(args.output_dir):
             save_adapter_config(trainer.model, args.output_dir)  # resized vocab + prompt style, for loading
@@ -73,6 +87,7 @@ def main():
         metrics = {
             **result.metrics,
             **best_model_record(trainer),
+            "checkpoint_average": averaged,
             "epochs_run": trainer.state.epoch,
             "num_train_examples": len(train_ds),
         }

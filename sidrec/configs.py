@@ -206,6 +206,14 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
     tiny_tokenizer_vocab_size: int = field(
         default=2048, metadata={"help": "from_scratch: BPE vocabulary size (SID tokens come on top)."}
     )
+    average_checkpoints: bool = field(
+        default=False,
+        metadata={
+            "help": "After training, average the weights of the best checkpoint and the later ones still on disk "
+            "(save_total_limit keeps the newest), rank the average on the same valid rows, and keep it instead of the "
+            "best checkpoint only when its ranking metric is higher. Needs the ranking eval; full models only."
+        },
+    )
 
     def __post_init__(self):
         check_task_names(self.sft_tasks, TASKS, "sft_tasks")
@@ -216,6 +224,13 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
             )
         self._check_sidrec_fields()
         self._setup_model_selection(ranking_required=False)
+        if self.average_checkpoints and not (
+            self.evaluates and self.ranking_eval_rows != 0 and "@" in str(self.metric_for_best_model)
+        ):
+            raise UserError(
+                "average_checkpoints is judged by the valid ranking: set eval_strategy, ranking_eval_rows and a "
+                "ranking metric_for_best_model"
+            )
         super().__post_init__()
 
 

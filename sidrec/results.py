@@ -122,8 +122,12 @@ def versus_baseline(model: Mapping, baseline: Mapping, ks=(1, 3, 5, 10)) -> tupl
     return ok, "\n".join(lines)
 
 
+def _summary_metrics(run_dir: str, train: str) -> dict:
+    return (_load(os.path.join(run_dir, train, "run_summary.json")) or {}).get("metrics") or {}
+
+
 def _valid_evals(run_dir: str, train: str) -> tuple[str | None, list[dict]]:
-    metrics = (_load(os.path.join(run_dir, train, "run_summary.json")) or {}).get("metrics") or {}
+    metrics = _summary_metrics(run_dir, train)
     return metrics.get("metric_for_best_model"), [e for e in metrics.get("evaluations", []) if "eval_ndcg@10" in e]
 
 
@@ -141,10 +145,20 @@ def selection_lines(run_dir: str) -> list[str]:
         saved = [e for e in evals if e.get(where, 0) > 0] or evals
         best = max(saved, key=lambda e: e["eval_ndcg@10"])
         curve = ", ".join(f"{e[where]:g}: {e['eval_ndcg@10']:.4f}" for e in evals)
-        out.append(
+        line = (
             f"- {name}: {metric} on {evals[0].get('eval_ranked_rows')} valid users "
             f"after each {where} ({curve}); kept {where} {best[where]:g} (HR@10 {best['eval_hr@10']:.4f})."
         )
+        averaged = _summary_metrics(run_dir, train).get("checkpoint_average")
+        if averaged:
+            score = averaged["metrics"].get("eval_ndcg@10")
+            verdict = "above" if averaged["kept"] else "not above"
+            line += (
+                f" The weight average of {', '.join(averaged['checkpoints'])} scored {score:.4f}, {verdict} "
+                f"the kept {where}'s {averaged['best_metric']:.4f}: "
+                + ("the average is the model." if averaged["kept"] else "the checkpoint stays the model.")
+            )
+        out.append(line)
     return out
 
 

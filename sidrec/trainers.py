@@ -7,6 +7,7 @@ import os
 import torch
 import trl.trainer.utils as trl_trainer_utils
 from accelerate.utils import gather_object
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 from trl import GRPOTrainer, SFTTrainer
@@ -95,6 +96,78 @@ class SidSFTTrainer(RankingEvalMixin, SFTTrainer):
         self.ranking_eval = ranking_eval
         score_labelled_positions_on_cpu()
         super().__init__(*args, **kwargs)
+
+    def average_from_best(self) -> dict | None:
+        """Average the best checkpoint with the later ones on disk; keep the average if it ranks better on valid.
+
+        Call after ``train()`` (the best checkpoint is loaded). Every process reads the checkpoints and ranks its share,
+        so all of them take the same decision. Returns the record for run_summary.json (None when fewer than two
+        checkpoints qualify).
+        """
+        model = self.accelerator.unwrap_model(self.model)
+        return average_checkpoints_from_best(
+            model, self.args.output_dir, self.state.best_model_checkpoint, self.state.best_metric, self.ranking_metrics,
+            self.args.metric_for_best_model,
+        )  # fmt: skip
+
+
+def checkpoints_from(best_checkpoint: str | None, output_dir: str) -> list[str]:
+    """``best_checkpoint`` and every later ``checkpoint-<step>`` folder in ``output_dir``, by step."""
+    if not best_checkpoint:
+        return []
+
+    def step(path: str) -> int:
+        return int(os.path.basename(path).rsplit("-", 1)[1])
+
+    prefix = f"{PREFIX_CHECKPOINT_DIR}-"
+    found = [
+        os.path.join(output_dir, d)
+        for d in os.listdir(output_dir)
+        if d.startswith(prefix) and d[len(prefix) :].isdigit()
+    ]
+    return sorted((p for p in found if step(p) >= step(best_checkpoint)), key=step)
+
+
+@torch.no_grad()
+def average_checkpoints_from_best(
+    model, output_dir: str, best_checkpoint: str | None, best_metric: float | None, rank, metric: str = "eval_ndcg@10"
+) -> dict | None:
+    """Uniform average of the weights of ``best_checkpoint`` and the later checkpoints in ``output_dir``.
+
+    ``model`` holds the best checkpoint's weights. The average is loaded into it and ``rank()`` (ranking metrics
+    without the ``eval_`` prefix) scores it; it stays only when ``metric`` is above ``best_metric``, otherwise the
+    best weights are put back exactly. Returns what was averaged and decided, or None with fewer than two checkpoints.
+    """
+    paths = checkpoints_from(best_checkpoint, output_dir)
+    if len(paths) < 2 or best_metric is None:
+        return None
+    params = dict(model.named_parameters())  # tied weights once, as the checkpoints store them
+    total = {name: torch.zeros(p.shape, dtype=torch.float32) for name, p in params.items()}
+    for path in paths:
+        file = os.path.join(path, "model.safetensors")
+        if not os.path.isfile(file):
+            raise UserError(f"average_checkpoints: {file} not found (full-model checkpoints only, not adapters)")
+        with safe_open(file, "pt") as f:
+            missing = sorted(set(params) - set(f.keys()))
+            if missing:
+                raise RuntimeError(f"average_checkpoints: {file} has no {missing[:3]} ({len(missing)} missing)")
+            for name in params:
+                total[name] += f.get_tensor(name).to(torch.float32)
+    best = {name: p.detach().clone() for name, p in params.items()}
+    for name, p in params.items():
+        p.copy_(total[name] / len(paths))
+    key = metric.removeprefix("eval_")
+    scores = rank()
+    kept = scores[key] > best_metric
+    if not kept:
+        for name, p in params.items():
+            p.copy_(best[name])
+    return {
+        "checkpoints": [os.path.basename(p) for p in paths],
+        "metrics": {f"eval_{k}": v for k, v in scores.items()},
+        "best_metric": best_metric,
+        "kept": bool(kept),
+    }
 
 
 class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):

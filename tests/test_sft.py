@@ -1,3 +1,6 @@
+import os
+
+import pytest
 import torch
 from trl import SFTTrainer
 
@@ -250,3 +253,49 @@ def test_tiny_model_unties_its_output_layer_on_request(small_tokenizer):
     # the untied model has one more vocab x hidden matrix, and nothing else more
     extra = sum(p.numel() for p in untied.parameters()) - sum(p.numel() for p in tied.parameters())
     assert extra == len(small_tokenizer) * 32
+
+
+def _checkpoint(model, out_dir, step, value):
+    """Save ``model`` with every weight set to ``value`` as ``out_dir/checkpoint-<step>``; returns its path."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(value)
+    path = os.path.join(out_dir, f"checkpoint-{step}")
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("average_scores_higher", [True, False])
+def test_checkpoint_average_is_the_mean_from_the_best_on_and_kept_only_if_it_ranks_better(
+    tiny_model, tmp_path, average_scores_higher
+):
+    from sidrec.trainers import average_checkpoints_from_best
+
+    out = str(tmp_path)
+    assert tiny_model.config.tie_word_embeddings  # the tied LM head is stored once in the checkpoints
+    _checkpoint(tiny_model, out, 100, 10.0)  # before the best: not averaged
+    best = _checkpoint(tiny_model, out, 200, 1.0)
+    _checkpoint(tiny_model, out, 300, 2.0)
+    _checkpoint(tiny_model, out, 1200, 6.0)  # step 1200 sorts after 300 by number, not by name
+    _checkpoint(tiny_model, out, 200, 1.0)  # the model holds the best weights again, as after load_best_model_at_end
+
+    def rank():  # a stand-in score that reads the weights: mean 3 (the average) vs 1 (the best)
+        mean = tiny_model.lm_head.weight.mean().item()
+        return {"ndcg@10": mean / 10 if average_scores_higher else 1 / mean, "hr@10": 0.5}
+
+    best_metric = rank()["ndcg@10"]  # the best checkpoint's own score: 0.1, or 1
+    record = average_checkpoints_from_best(tiny_model, out, best, best_metric=best_metric, rank=rank)
+    assert record["checkpoints"] == ["checkpoint-200", "checkpoint-300", "checkpoint-1200"]
+    assert record["metrics"]["eval_ndcg@10"] == pytest.approx(0.3 if average_scores_higher else 1 / 3)
+    assert record["kept"] is average_scores_higher and record["best_metric"] == best_metric
+    expected = 3.0 if average_scores_higher else 1.0  # (1 + 2 + 6) / 3, or the best weights put back
+    for name, p in tiny_model.named_parameters():
+        assert torch.equal(p, torch.full_like(p, expected)), name
+    assert tiny_model.lm_head.weight is tiny_model.model.embed_tokens.weight
+
+
+def test_checkpoint_average_needs_two_checkpoints(tiny_model, tmp_path):
+    from sidrec.trainers import average_checkpoints_from_best
+
+    last = _checkpoint(tiny_model, str(tmp_path), 5, 1.0)
+    assert average_checkpoints_from_best(tiny_model, str(tmp_path), last, 0.1, rank=None) is None
