@@ -162,6 +162,35 @@ def test_the_reported_model_is_grpo_only_if_it_beat_its_start_on_valid(tmp_path)
     assert r.stdout.strip().splitlines()[-1] == str(rd / "eval_grpo" / "metrics.json")
 
 
+def test_results_say_whether_the_sft_checkpoint_average_was_kept(tmp_path):
+    rd = tmp_path / "run"
+    atomic_write_json(str(rd / "eval_sft" / "metrics.json"), metrics(0.1, 0.2))
+    evals = [
+        {"epoch": e, "eval_hr@10": 0.1, "eval_ndcg@10": v, "eval_ranked_rows": 20}
+        for e, v in [(1, 0.05), (2, 0.07), (3, 0.06)]
+    ]
+    for kept, score in ((True, 0.08), (False, 0.065)):
+        average = {
+            "checkpoints": ["checkpoint-20", "checkpoint-30"],
+            "metrics": {"eval_ndcg@10": score},
+            "best_metric": 0.07,
+            "kept": kept,
+        }
+        summary = {
+            "metrics": {"metric_for_best_model": "eval_ndcg@10", "evaluations": evals, "checkpoint_average": average}
+        }
+        atomic_write_json(str(rd / "sft" / "run_summary.json"), summary)
+        text = open(write_results(str(rd))).read()
+        assert "(1: 0.0500, 2: 0.0700, 3: 0.0600); kept epoch 2 (HR@10 0.1000)." in text
+        if kept:
+            assert (
+                "average of checkpoint-20, checkpoint-30 scored 0.0800, above the kept epoch's 0.0700: the average is the model."
+                in text
+            )
+        else:
+            assert "scored 0.0650, not above the kept epoch's 0.0700: the checkpoint stays the model." in text
+
+
 def test_index_comparison_reads_each_runs_data_and_metrics(tmp_path, small_data_dir, small_data):
     from sidrec.results import compare_indexes
 
