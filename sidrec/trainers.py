@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import torch
@@ -128,6 +129,21 @@ def checkpoints_from(best_checkpoint: str | None, output_dir: str) -> list[str]:
     return sorted((p for p in found if step(p) >= step(best_checkpoint)), key=step)
 
 
+def _safetensors_files(path: str) -> list[str]:
+    """The weight files of a saved full model: ``model.safetensors``, or the shards its index lists."""
+    single = os.path.join(path, "model.safetensors")
+    if os.path.isfile(single):
+        return [single]
+    index = os.path.join(path, "model.safetensors.index.json")
+    if not os.path.isfile(index):
+        raise UserError(
+            f"average_checkpoints: no model.safetensors(.index.json) in {path} (full models only, not adapters)"
+        )
+    with open(index) as f:
+        shards = sorted(set(json.load(f)["weight_map"].values()))
+    return [os.path.join(path, shard) for shard in shards]
+
+
 @torch.no_grad()
 def average_checkpoints_from_best(
     model, output_dir: str, best_checkpoint: str | None, best_metric: float | None, rank, metric: str = "eval_ndcg@10"
@@ -144,15 +160,15 @@ def average_checkpoints_from_best(
     params = dict(model.named_parameters())  # tied weights once, as the checkpoints store them
     total = {name: torch.zeros(p.shape, dtype=torch.float32) for name, p in params.items()}
     for path in paths:
-        file = os.path.join(path, "model.safetensors")
-        if not os.path.isfile(file):
-            raise UserError(f"average_checkpoints: {file} not found (full-model checkpoints only, not adapters)")
-        with safe_open(file, "pt") as f:
-            missing = sorted(set(params) - set(f.keys()))
-            if missing:
-                raise RuntimeError(f"average_checkpoints: {file} has no {missing[:3]} ({len(missing)} missing)")
-            for name in params:
-                total[name] += f.get_tensor(name).to(torch.float32)
+        seen = set()
+        for file in _safetensors_files(path):
+            with safe_open(file, "pt") as f:
+                for name in params.keys() & set(f.keys()):
+                    total[name] += f.get_tensor(name).to(torch.float32)
+                    seen.add(name)
+        missing = sorted(set(params) - seen)
+        if missing:
+            raise RuntimeError(f"average_checkpoints: {path} has no {missing[:3]} ({len(missing)} missing)")
     best = {name: p.detach().clone() for name, p in params.items()}
     for name, p in params.items():
         p.copy_(total[name] / len(paths))

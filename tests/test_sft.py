@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -255,29 +256,35 @@ def test_tiny_model_unties_its_output_layer_on_request(small_tokenizer):
     assert extra == len(small_tokenizer) * 32
 
 
-def _checkpoint(model, out_dir, step, value):
+def _checkpoint(model, out_dir, step, value, shard=None):
     """Save ``model`` with every weight set to ``value`` as ``out_dir/checkpoint-<step>``; returns its path."""
     with torch.no_grad():
         for p in model.parameters():
             p.fill_(value)
     path = os.path.join(out_dir, f"checkpoint-{step}")
-    model.save_pretrained(path)
+    model.save_pretrained(path, **({"max_shard_size": shard} if shard else {}))
     return path
 
 
+@pytest.mark.parametrize("shard", [None, "40KB"], ids=["one-file", "sharded"])
 @pytest.mark.parametrize("average_scores_higher", [True, False])
 def test_checkpoint_average_is_the_mean_from_the_best_on_and_kept_only_if_it_ranks_better(
-    tiny_model, tmp_path, average_scores_higher
+    tiny_model, tmp_path, average_scores_higher, shard
 ):
     from sidrec.trainers import average_checkpoints_from_best
 
     out = str(tmp_path)
     assert tiny_model.config.tie_word_embeddings  # the tied LM head is stored once in the checkpoints
-    _checkpoint(tiny_model, out, 100, 10.0)  # before the best: not averaged
-    best = _checkpoint(tiny_model, out, 200, 1.0)
-    _checkpoint(tiny_model, out, 300, 2.0)
-    _checkpoint(tiny_model, out, 1200, 6.0)  # step 1200 sorts after 300 by number, not by name
-    _checkpoint(tiny_model, out, 200, 1.0)  # the model holds the best weights again, as after load_best_model_at_end
+    _checkpoint(tiny_model, out, 100, 10.0, shard)  # before the best: not averaged
+    best = _checkpoint(tiny_model, out, 200, 1.0, shard)
+    _checkpoint(tiny_model, out, 300, 2.0, shard)
+    _checkpoint(tiny_model, out, 1200, 6.0, shard)  # step 1200 sorts after 300 by number, not by name
+    _checkpoint(
+        tiny_model, out, 200, 1.0, shard
+    )  # the model holds the best weights again, as after load_best_model_at_end
+    if shard:
+        assert not os.path.exists(os.path.join(best, "model.safetensors"))
+        assert len(set(json.load(open(os.path.join(best, "model.safetensors.index.json")))["weight_map"].values())) > 1
 
     def rank():  # a stand-in score that reads the weights: mean 3 (the average) vs 1 (the best)
         mean = tiny_model.lm_head.weight.mean().item()
