@@ -167,18 +167,21 @@ ROW_TASKS: dict[str, RowTask] = {
 }
 
 
+def _row_layout(task: RowTask, style: str) -> tuple[str, str, str]:
+    """A row task's instruction, input template and history separator in ``style``."""
+    if style == "compact":
+        # Every SID starts with a first-level token, so SIDs need no separator between them.
+        return task.compact_tag, "{history}", (", " if task.history is _title_history else "")
+    return task.instruction, task.user_input, ", "
+
+
 def build_row_task(
     name: str, rows: Sequence[Interaction], source: str = "", style: str = DEFAULT_PROMPT_STYLE
 ) -> list[PromptExample]:
     """One example of the row task ``name`` per CSV row; ``source`` (the file) goes into error messages."""
     check_prompt_style(style)
     task = ROW_TASKS[name]
-    if style == "compact":
-        # Every SID starts with a first-level token, so SIDs need no separator between them.
-        instruction, user_input = task.compact_tag, "{history}"
-        sep = ", " if task.history is _title_history else ""
-    else:
-        instruction, user_input, sep = task.instruction, task.user_input, ", "
+    instruction, user_input, sep = _row_layout(task, style)
     return [
         PromptExample(
             task=name,
@@ -212,11 +215,7 @@ def build_sid_pairs(
     every later row of that user, so it comes once per such row.
     """
     check_prompt_style(style)
-    task = ROW_TASKS["sid_last"]
-    instruction, user_input = (
-        (task.compact_tag, "{history}") if style == "compact" else (task.instruction, task.user_input)
-    )
-    sep = "" if style == "compact" else ", "
+    instruction, user_input, sep = _row_layout(ROW_TASKS["sid_last"], style)
     out = []
     for i, r in enumerate(rows, start=1):
         seq = (*r.history_sids, r.item_sid)
