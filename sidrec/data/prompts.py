@@ -324,14 +324,15 @@ def build_title_words(catalog: Catalog, style: str = DEFAULT_PROMPT_STYLE) -> li
     return [ex for ex in out if not leaks_answer(ex)]
 
 
-CATALOG_TASKS = {
-    "item_alignment": build_item_alignment,
-    "text_to_sid": build_item_alignment,
-    "title_words": build_title_words,
-}
-# text_to_sid: item_alignment's title -> SID and description -> SID examples, without SID -> title (whose title
-# answers are most of the alignment's labelled tokens).
+# Catalog tasks by name: (catalog, max_description_words, style) -> examples. text_to_sid is item_alignment's
+# title -> SID and description -> SID examples, without SID -> title (whose title answers are most of the alignment's
+# labelled tokens).
 TEXT_TO_SID = ("title_to_sid", "description_to_sid")
+CATALOG_TASKS: dict[str, Callable[[Catalog, int, str], list[PromptExample]]] = {
+    "item_alignment": lambda catalog, words, style: build_item_alignment(catalog, words, style),
+    "text_to_sid": lambda catalog, words, style: build_item_alignment(catalog, words, style, TEXT_TO_SID),
+    "title_words": lambda catalog, words, style: build_title_words(catalog, style),
+}
 TASKS = (*ROW_TASKS, "sid_pairs", *CATALOG_TASKS)
 # Tasks with SID answers (GRPO prompts; item_alignment's SID -> title examples are dropped there).
 RL_TASKS = ("sid_seq", "sid_last", "title_seq2sid", "item_alignment")
@@ -371,12 +372,8 @@ def build_tasks(
             out.extend(build_row_task(name, rows, source, style))
         elif name == "sid_pairs":
             out.extend(build_sid_pairs(rows, source, style))
-        elif name == "item_alignment":
-            out.extend(build_item_alignment(catalog, max_description_words, style))
-        elif name == "text_to_sid":
-            out.extend(build_item_alignment(catalog, max_description_words, style, TEXT_TO_SID))
         else:
-            out.extend(build_title_words(catalog, style))
+            out.extend(CATALOG_TASKS[name](catalog, max_description_words, style))
     return out
 
 
