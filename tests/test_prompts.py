@@ -196,3 +196,21 @@ def test_text_to_sid_is_alignment_without_sid_to_title():
         ("title to item: Red Widget\n", "<a_1><b_1><c_9>"),
         ("description to item: A sturdy widget.\n", "<a_1><b_1><c_9>"),
     ]
+
+
+def test_sid_prev_reads_each_rows_last_transition_backwards():
+    a, b, c, t = "<a_1><b_1><c_1>", "<a_1><b_1><c_2>", "<a_2><b_1><c_1>", "<a_1><b_1><c_9>"
+    cat = catalog([Item("9", t, "t")])
+    rows = [row([a], b), row([a, b], c), row([], t), row([a, b, c], t)]
+    got = [
+        (ex.prompt(), ex.completion, ex.target_sid, ex.source)
+        for ex in build_tasks(["sid_prev"], rows, cat, "f", style="compact")
+    ]
+    # the row's next item is shown, the last history item is the answer and the SID it names; no history, no example
+    assert got == [
+        (f"previous item: {b}\n", a, a, "f, row 1"),
+        (f"previous item: {c}\n", b, b, "f, row 2"),
+        (f"previous item: {t}\n", c, c, "f, row 4"),
+    ]
+    minionerec = build_tasks(["sid_prev"], rows[1:2], cat, style="minionerec")[0]
+    assert f"The user then interacted with {c}." in minionerec.prompt() and minionerec.completion == b

@@ -110,6 +110,7 @@ class RowTask:
     completion: Callable[[Interaction], str]
     compact_tag: str  # the whole prompt in the compact style is "<tag>: <history>"
     keep: Callable[[Interaction], bool] | None = None  # rows the task uses (all when None)
+    target: Callable[[Interaction], str] | None = None  # the SID the answer names (the row's next item when None)
 
 
 def _sid_history(r: Interaction) -> tuple[str, ...]:
@@ -139,6 +140,18 @@ ROW_TASKS: dict[str, RowTask] = {
         lambda r: r.history_sids[-1:],
         lambda r: r.item_sid,
         "next item",
+    ),
+    # the transition read backwards: one item -> the item the user had just before it. Item-to-item co-occurrence
+    # under its own tag, for items the data never shows followed by anything (a user's last train target is the
+    # last history item of that user's valid row).
+    "sid_prev": RowTask(
+        "Which item did the user interact with just before this one?",
+        "The user then interacted with {history}.",
+        lambda r: (r.item_sid,),
+        lambda r: r.history_sids[-1],
+        "previous item",
+        keep=lambda r: bool(r.history_sids),
+        target=lambda r: r.history_sids[-1],
     ),
     # history titles -> next item's SID
     "title_seq2sid": RowTask(
@@ -189,7 +202,7 @@ def build_row_task(
             user_input=user_input,
             history=task.history(r),
             completion=task.completion(r),
-            target_sid=r.item_sid,
+            target_sid=r.item_sid if task.target is None else task.target(r),
             source=f"{source}, row {i}",
             style=style,
             history_sep=sep,
