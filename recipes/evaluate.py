@@ -15,14 +15,17 @@ from transformers import set_seed
 from trl import TrlParser
 
 from sidrec.configs import EvalConfig, SidrecModelConfig, SidrecScriptArguments
+from sidrec.data import last_history
 from sidrec.evaluation import clear_shards, run_sharded_eval, sample_rows, write_eval_outputs
 from sidrec.launch import describe_process_state
 from sidrec.modeling import (
     check_sid_tokens,
+    checkpoint_history_items,
     checkpoint_prompt_style,
     default_dtype,
     get_model,
     get_tokenizer,
+    history_items_of,
     is_adapter_dir,
     prompt_style_of,
 )
@@ -58,14 +61,18 @@ def main():
             if args.backend == "vllm":
                 ranker, engine = _vllm_ranker(args, model_args, tokenizer, data.catalog, run.state)
                 style = checkpoint_prompt_style(model_args.model_name_or_path)
+                history = checkpoint_history_items(model_args.model_name_or_path)
                 run.summary.data["launch"] = {**describe_process_state(run.state), **engine}
             else:
                 # A full checkpoint or an SFT adapter (merged); bfloat16 on CUDA, float32 on CPU unless dtype is set.
                 model = get_model(model_args, default_dtype(None, run.state.device), args.trust_remote_code)
                 model = model.to(run.state.device)
                 style = prompt_style_of(model)
+                history = history_items_of(model)
                 run.summary.data["launch"] = describe_process_state(run.state, model)
             run.summary.data["prompt_style"] = style  # as the checkpoint was trained
+            run.summary.data["history_items"] = history  # prompts show the history window SFT showed
+            rows = last_history(rows, history)
 
         # Rank every row's next item shard by shard (shards split across processes), merge, score, write.
         with run.timed("rank"):
@@ -75,6 +82,7 @@ def main():
             fingerprint = {
                 "model": model_args.model_name_or_path,
                 "data": run.summary.data["data_files"],
+                "history_items": history,
                 **{k: getattr(args, k) for k in settings},
             }
             result = run_sharded_eval(

@@ -12,12 +12,13 @@ from transformers import EarlyStoppingCallback, set_seed
 from trl import TrlParser
 
 from sidrec.configs import SidrecGRPOConfig, SidrecModelConfig, SidrecScriptArguments
-from sidrec.data import build_tasks, fit_to_length
+from sidrec.data import build_tasks, fit_to_length, last_history
 from sidrec.data.prompts import to_rl_dataset
 from sidrec.evaluation import ranking_eval_for
 from sidrec.launch import LaunchReport
 from sidrec.modeling import (
     check_sid_tokens,
+    checkpoint_history_items,
     checkpoint_prompt_style,
     default_dtype,
     disable_attention_dropout,
@@ -47,6 +48,9 @@ def main():
         tokenizer = get_tokenizer(model_args, args.trust_remote_code)
         check_sid_tokens(tokenizer, data.catalog.vocab, model_args.model_name_or_path)
         style = checkpoint_prompt_style(model_args.model_name_or_path)  # prompt as the SFT did
+        history = checkpoint_history_items(model_args.model_name_or_path)
+        data.splits = {split: last_history(rows, history) for split, rows in data.splits.items()}
+        run.summary.data["history_items"] = history
         examples = build_tasks(
             args.rl_tasks, data.splits["train"], data.catalog, data.paths.splits["train"],
             script_args.max_description_words, style,

@@ -12,7 +12,7 @@ from transformers import EarlyStoppingCallback, set_seed
 from trl import TrlParser
 
 from sidrec.configs import SidrecModelConfig, SidrecScriptArguments, SidrecSFTConfig
-from sidrec.data import build_tasks, fit_to_length
+from sidrec.data import build_tasks, fit_to_length, last_history
 from sidrec.data.prompts import build_sid_seq, to_hf_dataset
 from sidrec.evaluation import ranking_eval_for
 from sidrec.launch import LaunchReport
@@ -33,6 +33,8 @@ def main():
             raise UserError("average_checkpoints averages full-model checkpoints; it cannot be used with use_peft")
         # Data first: every input error surfaces before a model is built.
         data = run.load_data(("train", "valid"))
+        # Every prompt (the tasks, the valid loss, the ranking) shows the history window that GRPO and eval will.
+        data.splits = {split: last_history(rows, args.history_items) for split, rows in data.splits.items()}
         train_src, valid_src = data.paths.splits["train"], data.paths.splits["valid"]
         examples = build_tasks(
             args.sft_tasks, data.splits["train"], data.catalog, train_src, script_args.max_description_words,

@@ -167,6 +167,14 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
             "eval use the checkpoint's style."
         },
     )
+    history_items: int | None = field(
+        default=None,
+        metadata={
+            "help": "Show only each user's n most recent history items, in every split's prompts; null shows the "
+            "whole history (MiniOneRec keeps up to 10). Saved in the checkpoint's config; GRPO and eval cut the "
+            "histories the same way."
+        },
+    )
     early_stopping_patience: int | None = field(
         default=3,
         metadata={
@@ -218,6 +226,10 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
     def __post_init__(self):
         check_task_names(self.sft_tasks, TASKS, "sft_tasks")
         check_prompt_style(self.prompt_style)
+        if self.history_items is not None and self.history_items < 1:
+            raise UserError(
+                f"history_items must be at least 1 (or null for the whole history), got {self.history_items}"
+            )
         if self.sid_embedding_init not in SID_EMBEDDING_INITS:
             raise UserError(
                 f"sid_embedding_init must be one of {list(SID_EMBEDDING_INITS)}, got {self.sid_embedding_init!r}"

@@ -148,8 +148,9 @@ def get_model(model_args, fallback_dtype: torch.dtype, trust_remote_code: bool =
     model = PeftModel.from_pretrained(base, path).merge_and_unload()
     if config.get_text_config().tie_word_embeddings:
         model.tie_weights()
-    if hasattr(config, PROMPT_STYLE_KEY):
-        set_prompt_style(model, getattr(config, PROMPT_STYLE_KEY))
+    for key in (PROMPT_STYLE_KEY, HISTORY_ITEMS_KEY):  # the base's config lacks what SFT recorded
+        if hasattr(config, key):
+            setattr(model.config, key, getattr(config, key))
     logger.info("loaded %s with the adapter in %s (merged)", adapter.base_model_name_or_path, path)
     return model
 
@@ -190,13 +191,34 @@ def prompt_style_of(model) -> str:
     return _style_in(model.config)
 
 
-def checkpoint_prompt_style(path: str) -> str:
-    """`prompt_style_of` read from a checkpoint's config.json, before (and without) loading its weights."""
+def _checkpoint_config(path: str):
     try:
-        config = AutoConfig.from_pretrained(path)
+        return AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot read the checkpoint's config.json ({e})") from e
-    return _style_in(config)
+
+
+def checkpoint_prompt_style(path: str) -> str:
+    """`prompt_style_of` read from a checkpoint's config.json, before (and without) loading its weights."""
+    return _style_in(_checkpoint_config(path))
+
+
+HISTORY_ITEMS_KEY = "sidrec_history_items"
+
+
+def set_history_items(model, n: int | None) -> None:
+    """Record how many of the most recent history items SFT showed (None: all), like the prompt style."""
+    setattr(model.config, HISTORY_ITEMS_KEY, n)
+
+
+def history_items_of(model) -> int | None:
+    """The history window ``model`` was trained with (None, the whole history, for checkpoints without one)."""
+    return getattr(model.config, HISTORY_ITEMS_KEY, None)
+
+
+def checkpoint_history_items(path: str) -> int | None:
+    """`history_items_of` read from a checkpoint's config.json, without loading its weights."""
+    return getattr(_checkpoint_config(path), HISTORY_ITEMS_KEY, None)
 
 
 def check_sid_tokens(tokenizer, sid_vocab: SidVocab, where: str) -> None:
@@ -396,6 +418,7 @@ def prepare_sft_model(training_args, model_args, catalog, examples):
     if training_args.freeze_llm:
         freeze_all_but_new_tokens(model, new_ids)
     set_prompt_style(model, training_args.prompt_style)
+    set_history_items(model, training_args.history_items)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %s, %.2fM parameters, vocab %d", type(model).__name__, n_params / 1e6, len(tokenizer))
     return model, tokenizer

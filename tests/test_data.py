@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 
-from sidrec.data import DataValidationError, load_rec_dataset
+from sidrec.data import DataValidationError, Interaction, last_history, load_rec_dataset
 from sidrec.data.synthetic import SyntheticConfig, generate
+from sidrec.utils import UserError
 
 
 def test_synthetic_layout_and_counts(small_data):
@@ -189,3 +190,15 @@ def test_shared_sids_are_legal_and_warned(small_data_dir, tmp_path, caplog):
     assert data.catalog.num_collisions == 1
     assert len(data.catalog.vocab) == 47
     assert "1 items share a SID" in caplog.text
+
+
+def test_last_history_keeps_each_rows_most_recent_items_and_its_target():
+    long = Interaction("u1", ("i1", "i2", "i3", "i4"), ("T1", "T2", "T3", "T4"), ("<a_1>", "<a_2>", "<a_3>", "<a_4>"),
+                       "i5", "T5", "<a_5>")  # fmt: skip
+    short = Interaction("u2", ("i7",), ("T7",), ("<a_7>",), "i8", "T8", "<a_8>")
+    cut = last_history([long, short], 2)
+    assert cut[0] == Interaction("u1", ("i3", "i4"), ("T3", "T4"), ("<a_3>", "<a_4>"), "i5", "T5", "<a_5>")
+    assert cut[1] == short  # already within the window
+    assert last_history([long, short], None) == [long, short]
+    with pytest.raises(UserError, match="history_items must be at least 1"):
+        last_history([long], 0)

@@ -12,6 +12,8 @@ import yaml
 from trl import TrlParser
 
 from sidrec.configs import EvalConfig, SidrecGRPOConfig, SidrecModelConfig, SidrecScriptArguments, SidrecSFTConfig
+from sidrec.data import load_rec_dataset
+from sidrec.evaluation import sample_rows
 from sidrec.modeling import default_dtype, model_kwargs
 from sidrec.utils import UserError, parse_config
 
@@ -121,14 +123,19 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
         num_train_epochs=2,
         per_device_train_batch_size=16,
         prompt_style="compact",
+        history_items=2,
         ranking_eval_rows=10,
         ranking_eval_seed=3,
         ranking_eval_beams=20,
         per_device_eval_batch_size=4,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    # the style travels with the checkpoint, so GRPO and eval prompt the model as SFT did
-    assert json.load(open(os.path.join(sft_dir, "config.json")))["sidrec_prompt_style"] == "compact"
+    # the style and the history window travel with the checkpoint, so GRPO and eval prompt the model as SFT did
+    config = json.load(open(os.path.join(sft_dir, "config.json")))
+    assert config["sidrec_prompt_style"] == "compact" and config["sidrec_history_items"] == 2
+    # (the ranked valid users have longer histories, so a stage that did not cut them would rank other prompts)
+    valid = load_rec_dataset(small_data_dir, "Synthetic", ("valid",)).splits["valid"]
+    assert sum(len(r.history_sids) > 2 for r in sample_rows(valid, 10, 3)) >= 5
     summary = json.load(open(os.path.join(sft_dir, "run_summary.json")))
     assert summary["status"] == "ok"
     # checkpoints were chosen on the ranking metric, logged at both epochs beside the loss
@@ -147,7 +154,8 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
     metrics_path = r.stdout.strip().splitlines()[-1]
     assert metrics_path == os.path.join(eval_dir, "metrics.json")
     metrics = json.load(open(metrics_path))
-    assert json.load(open(os.path.join(eval_dir, "run_summary.json")))["prompt_style"] == "compact"
+    eval_summary = json.load(open(os.path.join(eval_dir, "run_summary.json")))
+    assert eval_summary["prompt_style"] == "compact" and eval_summary["history_items"] == 2
     assert metrics["invalid"] == 0 and metrics["num_samples"] == 12 and metrics["num_beams"] == 20
     assert {f"HR@{k}" for k in (1, 3, 5, 10, 20)} <= set(metrics) and "HR@50" not in metrics
     assert set(metrics["per_level"]) == {"independent", "cumulative", "top1_dropoff"}
@@ -188,7 +196,9 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
     # only saved checkpoints (steps 1 and 2) can be the best model; whether GRPO beat step 0 is sidrec.results' call
     assert summary["metrics"]["best_metric"] == max(e["eval_ndcg@10"] for e in grpo_evals[1:])
     assert summary["metrics"]["last_logged_reward"] is not None
-    assert json.load(open(os.path.join(grpo_dir, "config.json")))["sidrec_prompt_style"] == "compact"
+    config = json.load(open(os.path.join(grpo_dir, "config.json")))
+    assert config["sidrec_prompt_style"] == "compact" and config["sidrec_history_items"] == 2
+    assert summary["history_items"] == 2
     assert "compact style" in r.stderr
 
     # a second eval into the same (now non-empty) folder is refused without overwrite, and nothing is lost

@@ -6,6 +6,7 @@ from sidrec.data.minionerec import (
     Interaction,
     Item,
     RecDataset,
+    last_history,
     load_rec_dataset,
 )
 from sidrec.data.prompts import TASKS, PromptExample, build_tasks, fit_to_length, format_prompt
@@ -21,5 +22,6 @@ __all__ = [
     "build_tasks",
     "fit_to_length",
     "format_prompt",
+    "last_history",
     "load_rec_dataset",
 ]

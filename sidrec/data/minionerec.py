@@ -21,7 +21,8 @@ import json
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from sidrec.sid import SidVocab, parse_sid
 from sidrec.utils import UserError
@@ -89,6 +90,27 @@ class Interaction:
     item_id: str
     item_title: str
     item_sid: str
+
+
+def last_history(rows: Sequence[Interaction], n: int | None) -> list[Interaction]:
+    """``rows`` with every history cut to its ``n`` most recent items (the rows unchanged when ``n`` is None).
+
+    Example:
+    >>> r = Interaction("u1", ("i1", "i2", "i3"), ("T1", "T2", "T3"), ("<a_1>", "<a_2>", "<a_3>"), "i4", "T4", "<a_4>")
+    >>> cut = last_history([r], 2)[0]
+    >>> cut.history_item_ids, cut.history_titles, cut.history_sids, cut.item_id
+    (('i2', 'i3'), ('T2', 'T3'), ('<a_2>', '<a_3>'), 'i4')
+    """
+    if n is None:
+        return list(rows)
+    if n < 1:
+        raise UserError(f"history_items must be at least 1 (or null for the whole history), got {n}")
+    return [
+        replace(r, history_item_ids=r.history_item_ids[-n:], history_titles=r.history_titles[-n:],
+                history_sids=r.history_sids[-n:])
+        if len(r.history_sids) > n else r
+        for r in rows
+    ]  # fmt: skip
 
 
 @dataclass
