@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig, ModelConfig, SFTConfig
 
+from sidrec.data.minionerec import check_history_items
 from sidrec.data.prompts import PROMPT_STYLES, RL_TASKS, TASKS, check_prompt_style, check_task_names
 from sidrec.decoding import DECODERS
 from sidrec.metrics import DEFAULT_KS
@@ -226,10 +227,7 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
     def __post_init__(self):
         check_task_names(self.sft_tasks, TASKS, "sft_tasks")
         check_prompt_style(self.prompt_style)
-        if self.history_items is not None and self.history_items < 1:
-            raise UserError(
-                f"history_items must be at least 1 (or null for the whole history), got {self.history_items}"
-            )
+        check_history_items(self.history_items)
         if self.sid_embedding_init not in SID_EMBEDDING_INITS:
             raise UserError(
                 f"sid_embedding_init must be one of {list(SID_EMBEDDING_INITS)}, got {self.sid_embedding_init!r}"

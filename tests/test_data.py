@@ -202,3 +202,11 @@ def test_last_history_keeps_each_rows_most_recent_items_and_its_target():
     assert last_history([long, short], None) == [long, short]
     with pytest.raises(UserError, match="history_items must be at least 1"):
         last_history([long], 0)
+
+
+def test_sft_config_refuses_an_empty_history_window(tmp_path):
+    from sidrec.configs import SidrecSFTConfig
+
+    with pytest.raises(UserError, match="history_items must be at least 1 .* got 0"):
+        SidrecSFTConfig(output_dir=str(tmp_path), history_items=0)
+    assert SidrecSFTConfig(output_dir=str(tmp_path), history_items=2).history_items == 2

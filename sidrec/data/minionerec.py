@@ -92,6 +92,11 @@ class Interaction:
     item_sid: str
 
 
+def check_history_items(n: int | None) -> None:
+    if n is not None and n < 1:
+        raise UserError(f"history_items must be at least 1 (or null for the whole history), got {n}")
+
+
 def last_history(rows: Sequence[Interaction], n: int | None) -> list[Interaction]:
     """``rows`` with every history cut to its ``n`` most recent items (the rows unchanged when ``n`` is None).
 
@@ -101,10 +106,9 @@ def last_history(rows: Sequence[Interaction], n: int | None) -> list[Interaction
     >>> cut.history_item_ids, cut.history_titles, cut.history_sids, cut.item_id
     (('i2', 'i3'), ('T2', 'T3'), ('<a_2>', '<a_3>'), 'i4')
     """
+    check_history_items(n)
     if n is None:
         return list(rows)
-    if n < 1:
-        raise UserError(f"history_items must be at least 1 (or null for the whole history), got {n}")
     return [
         replace(r, history_item_ids=r.history_item_ids[-n:], history_titles=r.history_titles[-n:],
                 history_sids=r.history_sids[-n:])
