@@ -208,5 +208,6 @@ def test_sft_config_refuses_an_empty_history_window(tmp_path):
     from sidrec.configs import SidrecSFTConfig
 
     with pytest.raises(UserError, match="history_items must be at least 1 .* got 0"):
-        SidrecSFTConfig(output_dir=str(tmp_path), history_items=0)
-    assert SidrecSFTConfig(output_dir=str(tmp_path), history_items=2).history_items == 2
+        SidrecSFTConfig(output_dir=str(tmp_path), history_items=0, early_stopping_patience=None)
+    config = SidrecSFTConfig(output_dir=str(tmp_path), history_items=2, early_stopping_patience=None, bf16=False)
+    assert config.history_items == 2
