@@ -27,7 +27,7 @@ test:
 	$(PYTHON) -m pytest tests --doctest-modules sidrec -q
 
 test-vllm:
-	$(VLLM_ENV) $(VLLM_VENV)/bin/python -m pytest tests/test_vllm.py --doctest-modules sidrec/vllm_backend.py -q
+	$(VLLM_ENV) $(VLLM_VENV)/bin/python -m pytest tests/test_vllm.py --doctest-modules sidrec/backends/vllm.py -q
 
 quality:
 	ruff check sidrec recipes tests scripts
@@ -45,7 +45,7 @@ demo: demo-data
 	$(ACCELERATE) recipes/evaluate.py --config recipes/demo/eval.yaml
 	$(ACCELERATE) recipes/grpo.py --config recipes/demo/grpo.yaml
 	$(ACCELERATE) recipes/evaluate.py --config recipes/demo/eval_grpo.yaml
-	@$(PYTHON) -m sidrec.report SFT=outputs/demo/eval/metrics.json GRPO=outputs/demo/eval_grpo/metrics.json
+	@$(PYTHON) -m sidrec.analysis.report SFT=outputs/demo/eval/metrics.json GRPO=outputs/demo/eval_grpo/metrics.json
 	@echo outputs/demo/eval_grpo/metrics.json
 
 # The reference path at smoke size: recipes/industrial/qwen2.5-1.5b/*.yaml through accelerate_configs/zero2.yaml
@@ -56,7 +56,7 @@ reference-smoke:
 	PYTHON=$(PYTHON) scripts/reference_smoke.sh
 
 standin:
-	$(PYTHON) -m sidrec.standin --out outputs/standin/qwen2.5-1.5b-instruct --if_missing
+	$(PYTHON) -m sidrec.models.standin --out outputs/standin/qwen2.5-1.5b-instruct --if_missing
 
 # Decoding benchmark (scripts/bench_decoding.py): MiniOneRec-style vs sidrec constrained beam search; last line JSON.
 bench:

@@ -2,5 +2,5 @@
 # weight-sync probe import vllm, which only .venv-vllm has.
 import importlib.util
 
-VLLM_ONLY = ["sidrec/vllm_backend.py", "tests/vllm_sync_probe.py"]
+VLLM_ONLY = ["sidrec/backends/vllm.py", "tests/vllm_sync_probe.py"]
 collect_ignore = [] if importlib.util.find_spec("vllm") else VLLM_ONLY

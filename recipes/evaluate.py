@@ -14,24 +14,15 @@ import logging
 from transformers import set_seed
 from trl import TrlParser
 
+from sidrec.backends import build_ranker
 from sidrec.configs import EvalConfig, SidrecModelConfig, SidrecScriptArguments
-from sidrec.data import last_history
-from sidrec.evaluation import clear_shards, run_sharded_eval, sample_rows, write_eval_outputs
-from sidrec.launch import describe_process_state
-from sidrec.modeling import (
-    check_sid_tokens,
-    checkpoint_history_items,
-    checkpoint_prompt_style,
-    default_dtype,
-    get_model,
-    get_tokenizer,
-    history_items_of,
-    is_adapter_dir,
-    prompt_style_of,
-)
-from sidrec.recipe import run_recipe
-from sidrec.tracking import log_eval_metrics
-from sidrec.utils import UserError, config_dict, parse_config, run_main
+from sidrec.errors import UserError
+from sidrec.evaluation import clear_shards, eval_fingerprint, run_sharded_eval, sample_rows, write_eval_outputs
+from sidrec.models.loading import load_trained
+from sidrec.run.launch import describe_process_state
+from sidrec.run.recipe import parse_config, run_main, run_recipe
+from sidrec.run.summary import config_dict
+from sidrec.run.tracking import log_eval_metrics
 
 logger = logging.getLogger("sidrec.evaluate")
 
@@ -45,65 +36,35 @@ def main():
             clear_shards(args.output_dir)  # an overwritten run's shards must not be taken for this run's
         # Data and checkpoint checks before any decoding.
         split = args.split
-        first_n = args.max_samples if args.sample_seed is None else None
-        data = run.load_data((split,), {split: first_n})
-        rows = sample_rows(data.splits[split], args.max_samples, args.sample_seed or 0)
-        if args.num_beams > len(data.catalog.vocab):
-            raise UserError(
-                f"num_beams={args.num_beams} is larger than the catalog's {len(data.catalog.vocab)} distinct "
-                "SIDs; a ranked list cannot be that long"
-            )
+        data = run.load_data((split,), {split: args.max_samples if args.sample_seed is None else None})
+        args.check_catalog(data.catalog)
+        checkpoint = load_trained(model_args, data.catalog, args.trust_remote_code)  # tokenizer, prompt style, window
+        rows = checkpoint.cut_history(sample_rows(data.splits[split], args.max_samples, args.sample_seed or 0))
+        run.summary.data.update(checkpoint.metadata.as_dict())  # prompts as the checkpoint was trained
+
+        # Build the ranker the config names (hf: tree or generate search on the weights; vllm: an engine).
         set_seed(args.seed)
         with run.timed("load_model"):
-            tokenizer = get_tokenizer(model_args, args.trust_remote_code)
-            check_sid_tokens(tokenizer, data.catalog.vocab, model_args.model_name_or_path)
-            model, ranker = None, None
-            if args.backend == "vllm":
-                ranker, engine = _vllm_ranker(args, model_args, tokenizer, data.catalog, run.state)
-                style = checkpoint_prompt_style(model_args.model_name_or_path)
-                history = checkpoint_history_items(model_args.model_name_or_path)
-                run.summary.data["launch"] = {**describe_process_state(run.state), **engine}
-            else:
-                # A full checkpoint or an SFT adapter (merged); bfloat16 on CUDA, float32 on CPU unless dtype is set.
-                model = get_model(model_args, default_dtype(None, run.state.device), args.trust_remote_code)
-                model = model.to(run.state.device)
-                style = prompt_style_of(model)
-                history = history_items_of(model)
-                run.summary.data["launch"] = describe_process_state(run.state, model)
-            run.summary.data["prompt_style"] = style  # as the checkpoint was trained
-            run.summary.data["history_items"] = history  # prompts show the history window SFT showed
-            rows = last_history(rows, history)
+            ranker = build_ranker(args, checkpoint, data.catalog, run.state)
+        run.summary.data["launch"] = {**describe_process_state(run.state, ranker.model), **ranker.describe()}
 
         # Rank every row's next item shard by shard (shards split across processes), merge, score, write.
         with run.timed("rank"):
-            settings = (
-                "split", "max_samples", "sample_seed", "num_beams", "batch_size", "max_length", "decoder", "backend",
-            )  # fmt: skip
-            fingerprint = {
-                "model": model_args.model_name_or_path,
-                "data": run.summary.data["data_files"],
-                "history_items": history,
-                **{k: getattr(args, k) for k in settings},
-            }
             result = run_sharded_eval(
-                model,
-                tokenizer,
+                ranker,
+                checkpoint.tokenizer,
                 rows,
-                data.catalog,
                 args.output_dir,
-                fingerprint,
+                eval_fingerprint(args, checkpoint, run.summary.data["data_files"]),
+                style=checkpoint.metadata.prompt_style,
                 num_beams=args.num_beams,
-                batch_size=args.batch_size,
                 max_length=args.max_length,
                 ks=args.topk,
                 shard_size=args.shard_size,
                 source=data.paths.splits[split],
-                decoder=args.decoder,
                 process_index=run.state.process_index,
                 num_processes=run.state.num_processes,
                 wait_for_everyone=run.state.wait_for_everyone,
-                ranker=ranker,
-                style=style,
             )
         if not run.is_main_process:
             return
@@ -122,39 +83,6 @@ def main():
             "invalid=%d  samples=%d  beams=%d", metrics["invalid"], metrics["num_samples"], metrics["num_beams"]
         )
         print(metrics_path)
-
-
-def _vllm_ranker(args, model_args, tokenizer, catalog, state):
-    """The vLLM engine and `VllmRanker` for ``backend: vllm``; returns ``(rank(prompts), engine description)``."""
-    if state.num_processes > 1:
-        raise UserError(
-            "backend vllm runs in one process (the engine batches the beams itself); launch without "
-            f"--num_processes, got {state.num_processes}"
-        )
-    if is_adapter_dir(model_args.model_name_or_path):
-        raise UserError("backend vllm takes a full checkpoint; merge the adapter first or use backend hf")
-    try:
-        import vllm
-
-        from sidrec.vllm_backend import VllmRanker, make_llm
-    except ImportError as e:
-        raise UserError(f"backend vllm needs vLLM (`make install-vllm`, then use .venv-vllm): {e}") from e
-    dtype = model_args.dtype if model_args.dtype not in (None, "auto") else str(default_dtype(None, state.device))
-    dtype = dtype.removeprefix("torch.")
-    llm = make_llm(
-        model_args.model_name_or_path,
-        dtype=dtype,
-        seed=args.seed,
-        enforce_eager=args.vllm_enforce_eager,
-        trust_remote_code=args.trust_remote_code,
-    )
-    ranker = VllmRanker(llm, tokenizer, catalog.vocab.compile(tokenizer))
-    engine = {"engine": f"vllm {vllm.__version__} {type(llm.llm_engine).__name__}", "vllm_dtype": dtype}
-
-    def rank(prompts):
-        return ranker.rank(prompts, args.num_beams, args.batch_size, show_progress=False)
-
-    return rank, engine
 
 
 if __name__ == "__main__":

@@ -12,23 +12,17 @@ from transformers import EarlyStoppingCallback, set_seed
 from trl import TrlParser
 
 from sidrec.configs import SidrecGRPOConfig, SidrecModelConfig, SidrecScriptArguments
-from sidrec.data import build_tasks, fit_to_length, last_history
+from sidrec.data import build_tasks, fit_to_length
 from sidrec.data.prompts import to_rl_dataset
+from sidrec.errors import UserError
 from sidrec.evaluation import ranking_eval_for
-from sidrec.launch import LaunchReport
-from sidrec.modeling import (
-    check_sid_tokens,
-    checkpoint_history_items,
-    checkpoint_prompt_style,
-    default_dtype,
-    disable_attention_dropout,
-    get_model,
-    get_tokenizer,
-)
-from sidrec.recipe import run_recipe
+from sidrec.models.dropout import disable_attention_dropout
+from sidrec.models.loading import default_dtype, load_trained
 from sidrec.rewards import get_reward_funcs
-from sidrec.trainers import SidGRPOTrainer, best_model_record, check_rollout_layout
-from sidrec.utils import UserError, parse_config, run_main
+from sidrec.run.launch import LaunchReport
+from sidrec.run.recipe import parse_config, run_main, run_recipe
+from sidrec.run.summary import best_model_record
+from sidrec.trainers import SidGRPOTrainer
 
 logger = logging.getLogger("sidrec.grpo")
 
@@ -44,13 +38,11 @@ def main():
     with run_recipe("grpo", script_args, args, model_args) as run:
         # Data, checkpoint and layout checks before the model is loaded.
         data = run.load_data(("train", "valid") if args.ranking_eval_rows != 0 else ("train",))
-        check_rollout_layout(args, data.catalog)
-        tokenizer = get_tokenizer(model_args, args.trust_remote_code)
-        check_sid_tokens(tokenizer, data.catalog.vocab, model_args.model_name_or_path)
-        style = checkpoint_prompt_style(model_args.model_name_or_path)  # prompt as the SFT did
-        history = checkpoint_history_items(model_args.model_name_or_path)
-        data.splits = {split: last_history(rows, history) for split, rows in data.splits.items()}
-        run.summary.data["history_items"] = history
+        args.check_rollout_layout(data.catalog)
+        checkpoint = load_trained(model_args, data.catalog, args.trust_remote_code)  # tokenizer, prompt style, window
+        tokenizer, style = checkpoint.tokenizer, checkpoint.metadata.prompt_style  # prompt as the SFT did
+        data.splits = {split: checkpoint.cut_history(rows) for split, rows in data.splits.items()}
+        run.summary.data["history_items"] = checkpoint.metadata.history_items
         examples = build_tasks(
             args.rl_tasks, data.splits["train"], data.catalog, data.paths.splits["train"],
             script_args.max_description_words, style,
@@ -65,7 +57,7 @@ def main():
         set_seed(args.seed)
         with run.timed("build_model"):
             # A full SFT checkpoint or an SFT adapter (merged here).
-            model = get_model(model_args, default_dtype(args.bf16), args.trust_remote_code)
+            model = checkpoint.load_model(default_dtype(args.bf16))
             if args.disable_dropout:
                 disable_attention_dropout(model)
             patience = args.early_stopping_patience

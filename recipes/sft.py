@@ -14,12 +14,13 @@ from trl import TrlParser
 from sidrec.configs import SidrecModelConfig, SidrecScriptArguments, SidrecSFTConfig
 from sidrec.data import build_tasks, fit_to_length, last_history
 from sidrec.data.prompts import build_sid_seq, to_hf_dataset
+from sidrec.errors import UserError
 from sidrec.evaluation import ranking_eval_for
-from sidrec.launch import LaunchReport
-from sidrec.modeling import is_adapter_dir, lora_config_for_sids, prepare_sft_model, save_adapter_config
-from sidrec.recipe import run_recipe
-from sidrec.trainers import SidSFTTrainer, best_model_record
-from sidrec.utils import UserError, parse_config, run_main
+from sidrec.models.loading import is_adapter_dir, lora_config_for_sids, prepare_sft_model, save_adapter_config
+from sidrec.run.launch import LaunchReport
+from sidrec.run.recipe import parse_config, run_main, run_recipe
+from sidrec.run.summary import best_model_record
+from sidrec.trainers import SidSFTTrainer
 
 logger = logging.getLogger("sidrec.sft")
 

@@ -12,7 +12,7 @@ Methods, each timed on the same prompts (s/user = wall time / users):
   (d) floor:    the model forwards alone that any shared-prompt decode needs (one prefill + one step per SID token
                 and EOS for all beams), no constraint and no search;
   (e) vllm:     with --vllm (in .venv-vllm), the same constrained beam search driven over a vLLM engine holding the
-                same weights (`sidrec.vllm_backend.VllmRanker`), on the users of (a) and (b); its lists are compared
+                same weights (`sidrec.backends.vllm.VllmRanker`), on the users of (a) and (b); its lists are compared
                 with (c)'s. Engine start-up is reported apart (vllm_init_s), not in s/user.
 Prompts come from ../shared/data/Amazon's test split when present, else from a generated synthetic catalog. The model
 is random-init (timings and equality do not depend on training). The last line printed is JSON.
@@ -35,7 +35,7 @@ from sidrec.data import load_rec_dataset
 from sidrec.data.prompts import build_sid_seq, build_tasks, fit_to_length
 from sidrec.data.synthetic import make_synthetic_dataset
 from sidrec.decoding import RankedItems, left_pad, rank_items, rankings_match, sample_items
-from sidrec.modeling import build_local_tokenizer, build_shaped_model, build_tiny_model, tokenizer_corpus
+from sidrec.models.tiny import build_local_tokenizer, build_shaped_model, build_tiny_model, tokenizer_corpus
 
 REAL_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "Amazon")
 
@@ -165,7 +165,7 @@ def setup(args):
 def vllm_setup(model, tokenizer, trie, args):
     """(e): the benchmark's model saved and loaded into a vLLM engine; returns the ranker and the start-up time."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    from sidrec.vllm_backend import VllmRanker, make_llm
+    from sidrec.backends.vllm import VllmRanker, make_llm
 
     path = os.path.join(tempfile.mkdtemp(), "model")
     model.save_pretrained(path)

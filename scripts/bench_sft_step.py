@@ -5,7 +5,7 @@
 
 On CPU, TRL 1.16 scores every position of the batch in its fused LM head (prompt tokens included, then masked);
 sidrec's trainers make it score only the labelled (completion) positions, as TRL already does where Triton runs
-(`sidrec.trainers.score_labelled_positions_on_cpu`). Both modes run forward + backward on the same batches of the
+(`sidrec.patches.score_labelled_positions_on_cpu`). Both modes run forward + backward on the same batches of the
 recipe's own training data, interleaved, ``--repeats`` times; the median seconds per step and their ratio are
 printed, with the largest loss difference between the modes (the arithmetic per scored row is the same, so ~0). The
 last line printed is JSON.
@@ -28,9 +28,10 @@ from trl import ModelConfig, TrlParser
 from sidrec.configs import SidrecScriptArguments, SidrecSFTConfig
 from sidrec.data import build_tasks, fit_to_length, load_rec_dataset
 from sidrec.data.prompts import to_hf_dataset
-from sidrec.modeling import prepare_sft_model
+from sidrec.models.loading import prepare_sft_model
+from sidrec.patches import apply_patches
+from sidrec.run.recipe import parse_config
 from sidrec.trainers import SidSFTTrainer
-from sidrec.utils import parse_config
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -61,12 +62,13 @@ def main(argv: list[str] | None = None) -> dict:
         set_seed(args.seed)
         model, tokenizer = prepare_sft_model(args, model_args, data.catalog, examples)
         train_ds = to_hf_dataset(fit_to_length(examples, tokenizer, args.max_length))
+        apply_patches()  # as run_recipe does for every recipe
         trainer = SidSFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer)
         loader = iter(trainer.get_train_dataloader())
         batches = [next(loader) for _ in range(opts.batches)]
 
-    compact = trl_trainer_utils._use_triton  # set by SidSFTTrainer (score_labelled_positions_on_cpu)
-    assert getattr(compact, "sidrec_compact_cpu", False), "the trainer did not install the labelled-positions mode"
+    compact = trl_trainer_utils._use_triton  # as every recipe runs (sidrec.patches.apply_patches)
+    assert getattr(compact, "sidrec_compact_cpu", False), "apply_patches did not install the labelled-positions mode"
 
     def every_position(device: torch.device) -> bool:
         return False  # TRL's own CPU behaviour
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
             for mode in modes:  # interleaved
                 times[mode].append(one_pass(mode))
     finally:
-        trl_trainer_utils._use_triton = compact  # as the trainers set it
+        trl_trainer_utils._use_triton = compact  # as apply_patches set it
 
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     labelled = sum(int((b["labels"] != -100).sum()) for b in batches)

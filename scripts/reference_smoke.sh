@@ -3,7 +3,7 @@
 # command-line overrides only (model path, sizes, steps, CPU switch), every stage through
 # accelerate_configs/zero2.yaml (DeepSpeed ZeRO-2) with 2 processes, on the Industrial data:
 #   SFT -> eval -> GRPO (reference model synced) -> eval, and a LoRA SFT -> eval.
-# The model is a locally built Qwen2.5-1.5B-Instruct stand-in (python -m sidrec.standin): same tokenizer and
+# The model is a locally built Qwen2.5-1.5B-Instruct stand-in (python -m sidrec.models.standin): same tokenizer and
 # architecture, no SID tokens, so the recipes load it, add the SID tokens, resize, train, save and reload it exactly
 # as they do the real checkpoint. The last line printed is the final metrics.json.
 #
@@ -55,7 +55,7 @@ stage() {
 }
 
 step "stand-in checkpoint: $STANDIN"
-"$PYTHON" -m sidrec.standin --out "$STANDIN" --if_missing >&2
+"$PYTHON" -m sidrec.models.standin --out "$STANDIN" --if_missing >&2
 
 stage "SFT (zero2, $NPROC processes)" sft sft.yaml "$STANDIN" sft "${SFT_SIZE[@]}" "${DEV[@]}"
 stage "eval SFT" evaluate eval.yaml "$OUT/sft" eval "${EVAL_SIZE[@]}" "${EVAL_DEV[@]}"
@@ -66,5 +66,5 @@ stage "SFT with LoRA (zero2, $NPROC processes)" sft sft.yaml "$STANDIN" sft_lora
 stage "eval LoRA SFT (base + adapter)" evaluate eval.yaml "$OUT/sft_lora" eval_lora "${EVAL_SIZE[@]}" "${EVAL_DEV[@]}"
 
 step "check what ran"
-"$PYTHON" -m sidrec.smoke "$OUT" --processes "$NPROC" >&2
+"$PYTHON" -m sidrec.analysis.smoke "$OUT" --processes "$NPROC" >&2
 echo "$OUT/eval_grpo/metrics.json"

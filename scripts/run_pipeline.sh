@@ -10,7 +10,7 @@
 #
 # The config dir holds sft.yaml, eval.yaml, grpo.yaml (eval.yaml is used for both evals). Results land in
 # --run-dir (default results/<config-dir name>): sft/ eval_sft/ grpo/ eval_grpo/ baselines.json RESULTS.md plots/.
-# The last line printed is the metrics.json of the model the run reports, chosen on valid (see sidrec.results).
+# The last line printed is the metrics.json of the model the run reports, chosen on valid (see sidrec.analysis.results).
 set -euo pipefail
 
 CONFIG_DIR="" DATA_ARGS=() RUN_DIR="" ACCEL_CONFIG="accelerate_configs/cpu.yaml" DATA_DIR="" CATEGORY="" RESTART=()
@@ -35,7 +35,7 @@ yaml_value() { python -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1
 DATA_DIR="${DATA_DIR:-$(yaml_value "$CONFIG_DIR/sft.yaml" data_dir)}"
 CATEGORY="${CATEGORY:-$(yaml_value "$CONFIG_DIR/sft.yaml" category)}"
 # The stages' data and config must be those that made the results already in the run dir (or there are none yet).
-python -m sidrec.pipeline --run-dir "$RUN_DIR" --config-dir "$CONFIG_DIR" --data_dir "$DATA_DIR" --category "$CATEGORY" \
+python -m sidrec.analysis.pipeline --run-dir "$RUN_DIR" --config-dir "$CONFIG_DIR" --data_dir "$DATA_DIR" --category "$CATEGORY" \
   --accelerate-config "$ACCEL_CONFIG" "${RESTART[@]}"
 
 done_ok() { python -c "import json, sys; sys.exit(json.load(open(sys.argv[1])).get('status') != 'ok')" "$1/run_summary.json" 2>/dev/null; }
@@ -64,9 +64,9 @@ train_stage grpo grpo "$CONFIG_DIR/grpo.yaml" --model_name_or_path "$RUN_DIR/sft
 eval_stage eval_grpo "$RUN_DIR/grpo"
 if [[ ! -f "$RUN_DIR/baselines.json" ]]; then
   echo "== baselines" >&2
-  python -m sidrec.baselines --data_dir "$DATA_DIR" --category "$CATEGORY" --out "$RUN_DIR/baselines.json" >&2
+  python -m sidrec.analysis.baselines --data_dir "$DATA_DIR" --category "$CATEGORY" --out "$RUN_DIR/baselines.json" >&2
 fi
 # RESULTS.md, then the last line: the metrics.json of the model the run reports (GRPO's, or SFT's when GRPO did not
 # beat its start model on valid).
-python -m sidrec.results "$RUN_DIR" --final-metrics \
+python -m sidrec.analysis.results "$RUN_DIR" --final-metrics \
   --command "scripts/run_pipeline.sh --config-dir $CONFIG_DIR ${DATA_ARGS[*]:+${DATA_ARGS[*]} }--run-dir $RUN_DIR"

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from sidrec.utils import UserError, atomic_write_json
+from sidrec.atomic_io import atomic_write_json
+from sidrec.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from sidrec.errors import UserError
 from sidrec.sid import SidTrie
-from sidrec.utils import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ def supports_tree_attention(model) -> bool:
     )
 
 
-def _resolve_decoder(model, decoder: str) -> str:
+def resolve_decoder(model, decoder: str) -> str:
+    """The search `rank_items` runs for ``decoder`` on ``model``: ``tree`` or ``generate`` (``auto`` picks)."""
     if decoder not in DECODERS:
         raise UserError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
     if decoder == "generate":
@@ -127,7 +128,7 @@ def rank_items(
     """
     if num_beams > trie.num_sids:
         raise UserError(f"num_beams={num_beams} is larger than the catalog's {trie.num_sids} distinct SIDs")
-    decoder = _resolve_decoder(model, decoder)
+    decoder = resolve_decoder(model, decoder)
     device = next(model.parameters()).device
     trie = trie.to(device)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else trie.eos_token_id
@@ -329,3 +330,17 @@ def sample_items(
         out.extend(index.view(-1, num_samples).tolist())
     model.train(was_training)
     return out
+
+
+def score_ranks(scores: list[float]) -> list[int]:
+    """Each completion's rank in its group by beam score, best first (0); ties keep the search's order.
+
+    Example:
+        >>> score_ranks([-1.0, -3.0, -0.5, -3.0])
+        [1, 2, 0, 3]
+    """
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    ranks = [0] * len(scores)
+    for rank, i in enumerate(order):
+        ranks[i] = rank
+    return ranks

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
+from sidrec.atomic_io import atomic_write_json, atomic_write_text
 from sidrec.data.minionerec import Catalog, Interaction
 from sidrec.data.prompts import build_sid_seq, fit_to_length
 from sidrec.decoding import rank_items
+from sidrec.errors import UserError
 from sidrec.metrics import compute_metrics
-from sidrec.modeling import prompt_style_of
-from sidrec.utils import UserError, atomic_write_json, atomic_write_text
 
 SHARDS_DIR = "shards"
 
@@ -129,56 +129,48 @@ def _prediction_records(rows: Sequence[Interaction], sids, scores) -> list[dict]
 
 
 def run_sharded_eval(
-    model,
+    ranker,
     tokenizer,
     rows: Sequence[Interaction],
-    catalog: Catalog,
     output_dir: str,
     fingerprint: dict,
     *,
+    style: str,
     num_beams: int,
-    batch_size: int,
     max_length: int | None,
     ks: Sequence[int],
     shard_size: int,
     source: str = "",
-    decoder: str = "auto",
     process_index: int = 0,
     num_processes: int = 1,
     wait_for_everyone=lambda: None,
-    ranker=None,
-    style: str | None = None,
 ) -> tuple[dict, list[dict]] | None:
-    """Decode this process's shards (skipping finished ones), then merge on the main process.
+    """Rank this process's shards (skipping finished ones) with ``ranker``, then merge on the main process.
 
     Args:
+        ranker: A `sidrec.backends.Ranker` (``rank(prompts) -> RankedItems``), built by `sidrec.backends.build_ranker`.
+        tokenizer: The checkpoint's tokenizer (prompts are trimmed to ``max_length`` tokens).
         fingerprint (`dict`): Everything that decides the predictions (checkpoint, split, beams, ...); a resumed run
             with a different fingerprint is refused rather than mixing shards of two settings.
-        ranker (*optional*): ``ranker(prompts) -> RankedItems`` in place of `rank_items` on ``model`` (the vLLM
-            backend, `sidrec.vllm_backend.VllmRanker.rank`); ``model`` may then be None and ``style`` must be given.
-        style (`str`, *optional*): The checkpoint's prompt style; default: read from ``model``.
+        style (`str`): The checkpoint's prompt style.
+        num_beams (`int`): The ranker's beams (the length of each list, for the metrics).
 
     Returns:
         ``(metrics, predictions)`` on the main process, ``None`` on the others.
     """
     shard_dir = os.path.join(output_dir, SHARDS_DIR)
-    style = style or prompt_style_of(model)
     fingerprint = {**fingerprint, "num_rows": len(rows), "shard_size": shard_size, "prompt_style": style}
     prompts = eval_prompts(rows, tokenizer, max_length, source, style)  # every prompt is checked before any decoding
     if process_index == 0:
         _check_or_write_fingerprint(shard_dir, fingerprint)
     wait_for_everyone()
-    trie = catalog.vocab.compile(tokenizer)
     starts = list(range(0, len(rows), shard_size))
     mine = [i for i in range(len(starts)) if i % num_processes == process_index]
     todo = [i for i in mine if not os.path.isfile(_shard_path(shard_dir, i))]
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"eval shards (rank {process_index})")
     for i in todo:
         lo, hi = starts[i], starts[i] + shard_size
-        if ranker is not None:
-            ranked = ranker(prompts[lo:hi])
-        else:
-            ranked = rank_items(model, tokenizer, prompts[lo:hi], trie, num_beams, batch_size, False, decoder)
+        ranked = ranker.rank(prompts[lo:hi])
         shard = {
             "invalid": ranked.invalid,
             "predictions": _prediction_records(rows[lo:hi], ranked.sids, ranked.scores),
@@ -249,3 +241,26 @@ def ranking_eval_for(args, data, tokenizer, style: str, max_length: int | None) 
         max_length=max_length,
         source=data.paths.splits["valid"],
     )
+
+
+#: The `EvalConfig` fields that decide an eval's predictions (with the checkpoint, its history window and the data).
+FINGERPRINT_SETTINGS = (
+    "split",
+    "max_samples",
+    "sample_seed",
+    "num_beams",
+    "batch_size",
+    "max_length",
+    "decoder",
+    "backend",
+)
+
+
+def eval_fingerprint(args, checkpoint, data_files: dict) -> dict:
+    """What `run_sharded_eval` compares before resuming: the checkpoint, the data files' hashes and the settings."""
+    return {
+        "model": checkpoint.path,
+        "data": data_files,
+        "history_items": checkpoint.metadata.history_items,
+        **{k: getattr(args, k) for k in FINGERPRINT_SETTINGS},
+    }

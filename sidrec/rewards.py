@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from sidrec.errors import UserError
 from sidrec.sid import SID_TOKEN_RE
-from sidrec.utils import UserError
 
 REWARDS: dict[str, Callable[..., list[float]]] = {}
 PRESETS = {"ranking": ["rule", "ndcg_rule"], "rule": ["rule"]}

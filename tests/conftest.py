@@ -5,7 +5,7 @@ import pytest
 from sidrec.data import load_rec_dataset
 from sidrec.data.prompts import build_tasks
 from sidrec.data.synthetic import SyntheticConfig, make_synthetic_dataset
-from sidrec.modeling import build_local_tokenizer, build_tiny_model, tokenizer_corpus
+from sidrec.models.tiny import build_local_tokenizer, build_tiny_model, tokenizer_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_DATA = os.path.join(REPO, "..", "shared", "data", "Amazon")

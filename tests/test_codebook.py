@@ -19,7 +19,7 @@ from sidrec.codebook import (
     resolve_collisions,
 )
 from sidrec.data import load_rec_dataset
-from sidrec.utils import UserError
+from sidrec.errors import UserError
 
 from .helpers import run
 

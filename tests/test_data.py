@@ -8,7 +8,7 @@ import pytest
 
 from sidrec.data import DataValidationError, Interaction, last_history, load_rec_dataset
 from sidrec.data.synthetic import SyntheticConfig, generate
-from sidrec.utils import UserError
+from sidrec.errors import UserError
 
 
 def test_synthetic_layout_and_counts(small_data):

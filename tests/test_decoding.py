@@ -8,9 +8,9 @@ import torch
 from sidrec import decoding
 from sidrec.data.prompts import build_sid_seq, fit_to_length
 from sidrec.decoding import rank_items, rankings_match, supports_tree_attention
-from sidrec.modeling import build_local_tokenizer, build_tiny_model
+from sidrec.errors import UserError
+from sidrec.models.tiny import build_local_tokenizer, build_tiny_model
 from sidrec.sid import SidVocab
-from sidrec.utils import UserError
 
 
 def prompts(data, tok, n=6):

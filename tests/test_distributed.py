@@ -69,7 +69,8 @@ def test_reference_sft_global_batch_is_checked_against_the_process_count(procs, 
     from trl import TrlParser
 
     from sidrec.configs import SidrecModelConfig, SidrecScriptArguments, SidrecSFTConfig
-    from sidrec.utils import UserError, parse_config
+    from sidrec.errors import UserError
+    from sidrec.run.recipe import parse_config
 
     path = os.path.join(REPO, "recipes/industrial/qwen2.5-1.5b/sft.yaml")
     parser = TrlParser((SidrecScriptArguments, SidrecSFTConfig, SidrecModelConfig))

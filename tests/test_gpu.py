@@ -8,7 +8,7 @@ import torch
 
 from sidrec.data.prompts import build_sid_seq, build_tasks, fit_to_length, to_hf_dataset
 from sidrec.decoding import rank_items, rankings_match
-from sidrec.modeling import build_tiny_model
+from sidrec.models.tiny import build_tiny_model
 
 pytestmark = [
     pytest.mark.gpu,

@@ -7,10 +7,10 @@ from trl import GRPOTrainer
 
 from sidrec.configs import SidrecGRPOConfig
 from sidrec.data.prompts import build_sid_seq, fit_to_length
-from sidrec.modeling import build_tiny_model
+from sidrec.errors import UserError
+from sidrec.models.tiny import build_tiny_model
 from sidrec.rewards import get_reward_funcs
 from sidrec.trainers import SidGRPOTrainer
-from sidrec.utils import UserError
 
 
 def test_trl_hooks_keep_their_signatures():
@@ -142,8 +142,9 @@ def test_group_guards(small_data, small_tokenizer, sft_checkpoint, tmp_path):
 def test_group_must_not_span_processes():
     from types import SimpleNamespace
 
-    from sidrec.trainers import check_group_layout
+    from sidrec.configs import SidrecGRPOConfig
 
+    check_group_layout = SidrecGRPOConfig.check_group_layout
     # 2 processes x 2 prompts each = 4 = G passes TRL's global check, but each group would span two processes
     with pytest.raises(UserError, match="must divide the per-process generation batch"):
         check_group_layout(
@@ -153,7 +154,7 @@ def test_group_must_not_span_processes():
 
 
 def test_disable_attention_dropout(small_tokenizer):
-    from sidrec.modeling import disable_attention_dropout
+    from sidrec.models.dropout import disable_attention_dropout
 
     model = build_tiny_model(
         small_tokenizer,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sidrec.tracking import load_env_file
+from sidrec.run.tracking import load_env_file
 
 from .conftest import REPO
 from .helpers import TINY, killer_env, recipe
@@ -106,44 +106,44 @@ def test_eval_is_deterministic_and_two_processes_equal_one(sft_run, small_data_d
     assert not os.path.exists(os.path.join(outs[2], "shards"))  # merged and removed
 
 
-def test_eval_resumes_at_the_first_unfinished_shard(sft_run, small_data_dir, tmp_path, monkeypatch):
+def test_eval_resumes_at_the_first_unfinished_shard(sft_run, small_data_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
     from sidrec import evaluation
+    from sidrec.backends.hf import HfRanker
     from sidrec.data import load_rec_dataset
-    from sidrec.modeling import load_tokenizer
+    from sidrec.models.loading import load_tokenizer
 
     data = load_rec_dataset(small_data_dir, "Synthetic", ("test",))
     rows = data.splits["test"][:20]
     tokenizer = load_tokenizer(sft_run)
-    from transformers import AutoModelForCausalLM
-
     model = AutoModelForCausalLM.from_pretrained(sft_run)
-    kwargs = {"num_beams": 5, "batch_size": 4, "max_length": 512, "ks": (1, 5), "shard_size": 6}
-    full = evaluation.run_sharded_eval(model, tokenizer, rows, data.catalog, str(tmp_path / "full"), {}, **kwargs)
+    ranker = HfRanker(model, tokenizer, data.catalog.vocab.compile(tokenizer), num_beams=5, batch_size=4)
+    kwargs = {"style": "minionerec", "num_beams": 5, "max_length": 512, "ks": (1, 5), "shard_size": 6}
+    full = evaluation.run_sharded_eval(ranker, tokenizer, rows, str(tmp_path / "full"), {}, **kwargs)
 
     calls = []
-    real = evaluation.rank_items
+    real = ranker.rank
 
-    def dies_on_third_shard(*args, **kw):
-        calls.append(len(args[2]))
+    def dies_on_third_shard(prompts):
+        calls.append(len(prompts))
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(*args, **kw)
+        return real(prompts)
 
     out = str(tmp_path / "resumed")
-    monkeypatch.setattr(evaluation, "rank_items", dies_on_third_shard)
+    ranker.rank = dies_on_third_shard
     with pytest.raises(KeyboardInterrupt):
-        evaluation.run_sharded_eval(model, tokenizer, rows, data.catalog, out, {}, **kwargs)
+        evaluation.run_sharded_eval(ranker, tokenizer, rows, out, {}, **kwargs)
     assert len(glob.glob(os.path.join(out, "shards", "shard-*.json"))) == 2
     calls.clear()
-    monkeypatch.setattr(evaluation, "rank_items", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
-    resumed = evaluation.run_sharded_eval(model, tokenizer, rows, data.catalog, out, {}, **kwargs)
+    ranker.rank = lambda prompts: calls.append(len(prompts)) or real(prompts)
+    resumed = evaluation.run_sharded_eval(ranker, tokenizer, rows, out, {}, **kwargs)
     assert calls == [6, 2]  # shards 2 and 3 only (20 rows = 6 + 6 + 6 + 2)
     assert resumed == full
     # a resumed run with other settings is refused instead of mixing shards
     with pytest.raises(evaluation.UserError, match="different settings.*num_beams"):
-        evaluation.run_sharded_eval(
-            model, tokenizer, rows, data.catalog, out, {"num_beams": 7}, **{**kwargs, "num_beams": 7}
-        )
+        evaluation.run_sharded_eval(ranker, tokenizer, rows, out, {"num_beams": 7}, **{**kwargs, "num_beams": 7})
 
 
 def test_online_without_key_fails_before_any_work(small_data_dir, tmp_path):

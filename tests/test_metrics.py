@@ -57,7 +57,7 @@ def test_mismatched_lengths_raise():
 
 
 def test_report_table_uses_common_ks():
-    from sidrec.report import metrics_table
+    from sidrec.analysis.report import metrics_table
 
     a = {"HR@1": 0.1, "HR@10": 0.2, "NDCG@1": 0.1, "NDCG@10": 0.15, "invalid": 0}
     b = {"HR@1": 0.3, "NDCG@1": 0.3, "invalid": 0}

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from sidrec.pipeline import check_run_dir, differences, fingerprint
-from sidrec.utils import UserError
+from sidrec.analysis.pipeline import check_run_dir, differences, fingerprint
+from sidrec.errors import UserError
 
 from .conftest import REPO
 

@@ -9,8 +9,8 @@ from sidrec.data.prompts import (
     fit_to_length,
     leaks_answer,
 )
+from sidrec.errors import UserError
 from sidrec.sid import SidVocab
-from sidrec.utils import UserError
 
 
 def row(hist_sids, target="<a_1><b_1><c_9>"):

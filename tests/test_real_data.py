@@ -6,7 +6,7 @@ import pytest
 
 from sidrec.data import load_rec_dataset
 from sidrec.data.prompts import build_sid_seq, build_tasks, fit_to_length
-from sidrec.modeling import build_local_tokenizer, tokenizer_corpus
+from sidrec.models.tiny import build_local_tokenizer, tokenizer_corpus
 
 from .conftest import REAL_DATA
 

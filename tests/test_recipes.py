@@ -13,9 +13,10 @@ from trl import TrlParser
 
 from sidrec.configs import EvalConfig, SidrecGRPOConfig, SidrecModelConfig, SidrecScriptArguments, SidrecSFTConfig
 from sidrec.data import load_rec_dataset
+from sidrec.errors import UserError
 from sidrec.evaluation import sample_rows
-from sidrec.modeling import default_dtype, model_kwargs
-from sidrec.utils import UserError, parse_config
+from sidrec.models.loading import default_dtype, model_kwargs
+from sidrec.run.recipe import parse_config
 
 from .conftest import REPO
 from .helpers import TINY, quick_sft, recipe
@@ -138,6 +139,8 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
     assert sum(len(r.history_sids) > 2 for r in sample_rows(valid, 10, 3)) >= 5
     summary = json.load(open(os.path.join(sft_dir, "run_summary.json")))
     assert summary["status"] == "ok"
+    # the recipe skeleton applied the TRL patch (sidrec.patches) and says so
+    assert summary["patches"] == ["trl.trainer.utils._use_triton: score_labelled_positions_on_cpu"]
     # checkpoints were chosen on the ranking metric, logged at both epochs beside the loss
     assert summary["metrics"]["metric_for_best_model"] == "eval_ndcg@10"
     evals = summary["metrics"]["evaluations"]
@@ -156,6 +159,8 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
     metrics = json.load(open(metrics_path))
     eval_summary = json.load(open(os.path.join(eval_dir, "run_summary.json")))
     assert eval_summary["prompt_style"] == "compact" and eval_summary["history_items"] == 2
+    # the ranker describes itself: the demo's tiny Qwen2 (sdpa attention) takes the tree search under decoder auto
+    assert eval_summary["launch"]["backend"] == "hf" and eval_summary["launch"]["decoder"] == "tree"
     assert metrics["invalid"] == 0 and metrics["num_samples"] == 12 and metrics["num_beams"] == 20
     assert {f"HR@{k}" for k in (1, 3, 5, 10, 20)} <= set(metrics) and "HR@50" not in metrics
     assert set(metrics["per_level"]) == {"independent", "cumulative", "top1_dropoff"}

@@ -48,7 +48,7 @@ def standin(tmp_path_factory):
     if os.environ.get("CI"):
         import deepspeed  # noqa: F401  (CI installs the extra: a missing DeepSpeed must fail, not skip)
     pytest.importorskip("deepspeed", reason="the reference path needs DeepSpeed (pip install -e '.[deepspeed]')")
-    from sidrec.standin import build_standin
+    from sidrec.models.standin import build_standin
 
     out = str(tmp_path_factory.mktemp("standin") / "qwen")
     build_standin(out, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
@@ -190,7 +190,7 @@ def test_lora_sft_output_is_evaluated_as_base_plus_adapter(standin, small_data, 
     from trl import ModelConfig
 
     from sidrec.evaluation import eval_prompts
-    from sidrec.modeling import get_model, get_tokenizer
+    from sidrec.models.loading import get_model, get_tokenizer
 
     out = str(tmp_path / "lora")
     args = sft_args(standin, small_data_dir, out, use_peft="true", lora_r=4, lora_alpha=8)

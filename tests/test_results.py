@@ -3,7 +3,7 @@
 import json
 import os
 
-from sidrec.baselines import (
+from sidrec.analysis.baselines import (
     SASRecConfig,
     last_item_transition,
     most_popular,
@@ -11,10 +11,10 @@ from sidrec.baselines import (
     score_rankings,
     train_sasrec,
 )
+from sidrec.analysis.results import write_results
+from sidrec.atomic_io import atomic_write_json
 from sidrec.data import load_rec_dataset
 from sidrec.data.synthetic import SyntheticConfig, make_synthetic_dataset
-from sidrec.results import write_results
-from sidrec.utils import atomic_write_json
 
 from .helpers import run
 
@@ -107,7 +107,7 @@ def test_tuning_log_pairs_evals_with_their_training_runs(tmp_path):
 
 
 def test_results_say_where_the_model_beats_the_transition_baseline(tmp_path):
-    from sidrec.results import versus_baseline
+    from sidrec.analysis.results import versus_baseline
 
     ks = (1, 3, 5, 10)
     base = {f"{n}@{k}": 0.05 + 0.01 * k for n in ("HR", "NDCG") for k in ks}
@@ -192,7 +192,7 @@ def test_results_say_whether_the_sft_checkpoint_average_was_kept(tmp_path):
 
 
 def test_index_comparison_reads_each_runs_data_and_metrics(tmp_path, small_data_dir, small_data):
-    from sidrec.results import compare_indexes
+    from sidrec.analysis.results import compare_indexes
 
     run = tmp_path / "run"
     atomic_write_json(str(run / "pipeline.json"), {"data_dir": small_data_dir, "category": "Synthetic"})

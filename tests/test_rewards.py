@@ -1,5 +1,6 @@
 import pytest
 
+from sidrec.errors import UserError
 from sidrec.rewards import (
     REWARDS,
     get_reward_funcs,
@@ -9,7 +10,6 @@ from sidrec.rewards import (
     prefix_reward,
     rule_reward,
 )
-from sidrec.utils import UserError
 
 
 def test_rule_reward_compares_normalised_sids():

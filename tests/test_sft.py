@@ -7,7 +7,8 @@ from trl import SFTTrainer
 
 from sidrec.configs import SidrecSFTConfig
 from sidrec.data.prompts import build_tasks, fit_to_length, to_hf_dataset
-from sidrec.modeling import build_tiny_model, freeze_all_but_new_tokens
+from sidrec.models.sid_tokens import freeze_all_but_new_tokens
+from sidrec.models.tiny import build_tiny_model
 
 
 def sft_args(tmp_path, **kw):
@@ -86,7 +87,7 @@ def test_freeze_llm_trains_only_new_token_rows(small_data, small_tokenizer, tmp_
 
 
 def test_residual_dropout_only_in_training(small_tokenizer):
-    from sidrec.modeling import add_residual_dropout
+    from sidrec.models.dropout import add_residual_dropout
 
     model = build_tiny_model(
         small_tokenizer, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64
@@ -104,7 +105,7 @@ def test_residual_dropout_only_in_training(small_tokenizer):
 def test_lora_trains_adapters_and_sid_embeddings(small_data, small_tokenizer, tiny_model, tmp_path):
     from trl import ModelConfig
 
-    from sidrec.modeling import lora_config_for_sids
+    from sidrec.models.loading import lora_config_for_sids
 
     model_args = ModelConfig(use_peft=True, lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"])
     peft_config = lora_config_for_sids(model_args, tiny_model)
@@ -133,7 +134,8 @@ def test_pretrained_checkpoint_gets_sid_tokens_and_rows_padded_to_64(small_data,
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    from sidrec.modeling import load_pretrained_with_sids, load_tokenizer
+    from sidrec.models.loading import load_tokenizer
+    from sidrec.models.sid_tokens import load_pretrained_with_sids
 
     # a "pretrained" checkpoint of 300 tokens and 300 embedding rows, without SID tokens
     backend = Tokenizer(models.WordLevel({f"w{i}": i for i in range(299)} | {"<eos>": 299}, unk_token="<eos>"))
@@ -158,7 +160,7 @@ def test_pretrained_checkpoint_gets_sid_tokens_and_rows_padded_to_64(small_data,
 def test_sid_embeddings_start_at_their_items_title_vectors(small_data, small_tokenizer, tiny_model):
     """Pretrained-model path: an item's vector is the mean embedding of its title tokens; a level-1 code starts at the
     mean centred vector of its items, every level scaled to the mean norm of the other rows."""
-    from sidrec.modeling import init_sid_embeddings_from_text
+    from sidrec.models.sid_init import init_sid_embeddings_from_text
 
     emb = tiny_model.get_input_embeddings().weight
     before = emb.detach().clone()
@@ -195,12 +197,14 @@ def test_cpu_loss_scores_only_labelled_positions_and_matches_the_full_logits(
     import trl.kernels
     import trl.trainer.utils as tu
 
+    from sidrec.patches import apply_patches
     from sidrec.trainers import SidSFTTrainer
 
     # TRL's fused head decides compact scoring with this name; if TRL renames it, the speed-up is gone: fail here
     assert "compact = _use_triton(hidden_states.device)" in inspect.getsource(tu.add_fused_lm_head)
     examples = build_tasks(["sid_seq"], small_data.splits["train"][:6], small_data.catalog)
     ds = to_hf_dataset(fit_to_length(examples, small_tokenizer, 256))
+    assert apply_patches() == ["trl.trainer.utils._use_triton: score_labelled_positions_on_cpu"]
     trainer = SidSFTTrainer(
         model=tiny_model, args=sft_args(tmp_path), train_dataset=ds, processing_class=small_tokenizer
     )
@@ -242,7 +246,7 @@ def test_sft_step_benchmark_runs_both_modes_on_the_same_batches(small_data_dir):
     assert summary["max_loss_diff"] < 1e-5
     assert 0 < summary["labelled_tokens"] < summary["tokens"] / 2
     assert summary["every_position_s_per_step"] > 0 and summary["labelled_only_s_per_step"] > 0
-    assert getattr(tu._use_triton, "sidrec_compact_cpu", False)  # left as the trainers set it
+    assert getattr(tu._use_triton, "sidrec_compact_cpu", False)  # left as apply_patches set it
 
 
 def test_tiny_model_unties_its_output_layer_on_request(small_tokenizer):
@@ -271,7 +275,7 @@ def _checkpoint(model, out_dir, step, value, shard=None):
 def test_checkpoint_average_is_the_mean_from_the_best_on_and_kept_only_if_it_ranks_better(
     tiny_model, tmp_path, average_scores_higher, shard
 ):
-    from sidrec.trainers import average_checkpoints_from_best
+    from sidrec.models.averaging import average_checkpoints_from_best
 
     out = str(tmp_path)
     assert tiny_model.config.tie_word_embeddings  # the tied LM head is stored once in the checkpoints
@@ -302,7 +306,7 @@ def test_checkpoint_average_is_the_mean_from_the_best_on_and_kept_only_if_it_ran
 
 
 def test_checkpoint_average_needs_two_checkpoints(tiny_model, tmp_path):
-    from sidrec.trainers import average_checkpoints_from_best
+    from sidrec.models.averaging import average_checkpoints_from_best
 
     last = _checkpoint(tiny_model, str(tmp_path), 5, 1.0)
     assert average_checkpoints_from_best(tiny_model, str(tmp_path), last, 0.1, rank=None) is None

@@ -3,7 +3,8 @@ import os
 
 import pytest
 
-from sidrec.utils import atomic_dir, atomic_write_json, redact
+from sidrec.atomic_io import atomic_dir, atomic_write_json
+from sidrec.run.summary import redact
 
 
 def test_summary_redacts_secrets():

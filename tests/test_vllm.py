@@ -8,7 +8,8 @@ import torch
 
 from sidrec.decoding import rank_items, rankings_match, sequences_to_sids
 from sidrec.evaluation import eval_prompts
-from sidrec.modeling import build_tiny_model, prompt_style_of
+from sidrec.models.metadata import CheckpointMetadata
+from sidrec.models.tiny import build_tiny_model
 
 from .conftest import REPO
 from .helpers import recipe, run
@@ -48,7 +49,7 @@ def checkpoint(small_tokenizer, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(checkpoint):
-    from sidrec.vllm_backend import make_llm
+    from sidrec.backends.vllm import make_llm
 
     llm = make_llm(checkpoint[0], dtype="float32", enforce_eager=True)
     assert type(llm.llm_engine).__module__.startswith("vllm.")  # the real engine, nothing stood in for it
@@ -56,7 +57,7 @@ def engine(checkpoint):
 
 
 def test_trie_processor_samples_only_catalog_sids(engine, small_data, small_tokenizer, tmp_path):
-    from sidrec.vllm_backend import sid_sampling_params, write_trie_file
+    from sidrec.backends.vllm import sid_sampling_params, write_trie_file
 
     trie = small_data.catalog.vocab.compile(small_tokenizer)
     path = write_trie_file(trie, str(tmp_path / "trie.json"))
@@ -84,11 +85,11 @@ def test_trie_processor_samples_only_catalog_sids(engine, small_data, small_toke
 
 
 def test_vllm_ranking_equals_hf(engine, checkpoint, small_data, small_tokenizer):
-    from sidrec.vllm_backend import VllmRanker
+    from sidrec.backends.vllm import VllmRanker
 
     _, model = checkpoint
     rows = small_data.splits["test"][:6]
-    prompts = eval_prompts(rows, small_tokenizer, 256, "", prompt_style_of(model))
+    prompts = eval_prompts(rows, small_tokenizer, 256, "", CheckpointMetadata.from_model(model).prompt_style)
     trie = small_data.catalog.vocab.compile(small_tokenizer)
     hf = rank_items(model.eval(), small_tokenizer, prompts, trie, num_beams=20, batch_size=3, show_progress=False)
     ours = VllmRanker(engine, small_tokenizer, trie).rank(prompts, num_beams=20, batch_size=4, show_progress=False)
@@ -147,7 +148,7 @@ def test_cpu_patch_keeps_linear_weights():
     # What TRL's weight sync needs from each linear layer: the parameter it loads into is the one the kernel reads.
     from vllm.model_executor.layers import utils as layer_utils
 
-    from sidrec.vllm_backend import patch_cpu_weight_sync
+    from sidrec.patches import patch_cpu_weight_sync
 
     original = layer_utils.dispatch_cpu_unquantized_gemm
     try:
@@ -166,7 +167,7 @@ def test_cpu_patch_keeps_linear_weights():
 
 def test_vllm_refused_with_beam_search_or_importance_correction(tmp_path):
     from sidrec.configs import SidrecGRPOConfig
-    from sidrec.utils import UserError
+    from sidrec.errors import UserError
 
     common = {"output_dir": str(tmp_path), "use_vllm": True, "reward_funcs": ["rule"], "use_cpu": True}
     with pytest.raises(UserError, match="set beam_search: false"):

@@ -13,8 +13,8 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 
+from sidrec.atomic_io import atomic_write_text
 from sidrec.data.minionerec import CSV_COLUMNS, DataValidationError
-from sidrec.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

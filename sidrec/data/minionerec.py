@@ -24,8 +24,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from sidrec.errors import UserError
 from sidrec.sid import SidVocab, parse_sid
-from sidrec.utils import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ Two prompt styles:
 
 The completion is the answer alone, and TRL appends EOS. Tasks are looked up by name, so a YAML list such as
 ``sft_tasks: [sid_seq, item_alignment]`` selects them. The style is chosen at SFT and stored in the checkpoint's
-config (see `sidrec.modeling.checkpoint_prompt_style`), so GRPO and eval prompt a model the way it was trained.
+config (see `sidrec.models.metadata.CheckpointMetadata`), so GRPO and eval prompt a model the way it was trained.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sidrec.data.minionerec import Catalog, Interaction
-from sidrec.utils import UserError
+from sidrec.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ def check_task_names(names: Sequence[str], allowed: Sequence[str] = TASKS, field
         >>> check_task_names(["sid_seq", "fusion"], RL_TASKS, "rl_tasks")
         Traceback (most recent call last):
         ...
-        sidrec.utils.UserError: rl_tasks ['sid_seq', 'fusion']: unknown or not allowed ['fusion']; allowed: sid_seq, sid_last, title_seq2sid, item_alignment
+        sidrec.errors.UserError: rl_tasks ['sid_seq', 'fusion']: unknown or not allowed ['fusion']; allowed: sid_seq, sid_last, title_seq2sid, item_alignment
     """
     unknown = [n for n in names if n not in allowed]
     if unknown or not names:

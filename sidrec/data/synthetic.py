@@ -25,8 +25,8 @@ import os
 import random
 from dataclasses import dataclass
 
+from sidrec.atomic_io import atomic_dir
 from sidrec.data.minionerec import CSV_COLUMNS
-from sidrec.utils import atomic_dir
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Write a pipeline run's RESULTS.md: main table, per-level tables, plots, baselines.
 
-    python -m sidrec.results RUN_DIR [--command "the command that made the run"] [--final-metrics]
-    python -m sidrec.results --compare "MiniOneRec index=results/tiny-cpu" "sidrec SIDs=results/tiny-cpu-oursids"
+    sidrec-results RUN_DIR [--command "the command that made the run"] [--final-metrics]
+    sidrec-results --compare "MiniOneRec index=results/tiny-cpu" "sidrec SIDs=results/tiny-cpu-oursids"
 
 RUN_DIR is what ``scripts/run_pipeline.sh`` fills: ``sft/`` ``eval_sft/`` ``grpo/`` ``eval_grpo/`` (recipe
 outputs) and ``baselines.json``. Missing stages are left out. Plots go to ``RUN_DIR/plots/``. The model reported
@@ -16,8 +16,8 @@ import os
 import sys
 from collections.abc import Mapping
 
-from sidrec.report import metrics_table, per_level_tables
-from sidrec.utils import atomic_write_text
+from sidrec.analysis.report import metrics_table, per_level_tables
+from sidrec.atomic_io import atomic_write_text
 
 STAGES = (("SFT", "sft", "eval_sft"), ("RL (GRPO)", "grpo", "eval_grpo"))
 
@@ -168,7 +168,7 @@ def final_model(run_dir: str, rows: Mapping[str, Mapping]) -> tuple[str | None, 
     GRPO with ``eval_on_start`` ranks its start model (SFT's) on its valid users before the first update; when no
     later evaluation has a higher valid ``eval_ndcg@10``, GRPO did not improve on SFT and the SFT model is kept.
 
-    >>> import tempfile; from sidrec.utils import atomic_write_json
+    >>> import tempfile; from sidrec.atomic_io import atomic_write_json
     >>> run = tempfile.mkdtemp()
     >>> evals = [{"step": 0, "eval_ndcg@10": 0.09}, {"step": 16, "eval_ndcg@10": 0.08}]
     >>> atomic_write_json(f"{run}/grpo/run_summary.json", {"metrics": {"evaluations": evals}})

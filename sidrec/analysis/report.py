@@ -1,6 +1,6 @@
 """Print HR@K / NDCG@K rows from metrics.json files side by side.
 
-python -m sidrec.report SFT=outputs/demo/eval/metrics.json GRPO=outputs/demo/eval_grpo/metrics.json
+sidrec-report SFT=outputs/demo/eval/metrics.json GRPO=outputs/demo/eval_grpo/metrics.json
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     if per_level:
         args.remove("--per-level")
     if not args:
-        raise SystemExit("usage: python -m sidrec.report [--per-level] NAME=metrics.json [NAME=metrics.json ...]")
+        raise SystemExit("usage: sidrec-report [--per-level] NAME=metrics.json [NAME=metrics.json ...]")
     rows = {}
     for arg in args:
         name, _, path = arg.partition("=")

@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from sidrec.utils import UserError
+from sidrec.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def log_eval_metrics(args: TrackingArguments, output_dir: str, model_path: str, 
     """
     import wandb
 
-    from sidrec.report import per_level_rows
+    from sidrec.analysis.report import per_level_rows
 
     run_id = checkpoint_run_id(model_path)
     run = wandb.init(

@@ -4,7 +4,7 @@ Every training stage must have run as a DeepSpeed engine at ZeRO stage 2 over th
 optimizer state partitioned; the SFT loss must have gone down; GRPO's reference model must have moved (synced);
 every evaluation must rank with no invalid SID; the LoRA SFT must have saved an adapter that evaluation loaded.
 
-    python -m sidrec.smoke outputs/reference-smoke --processes 2
+    sidrec-smoke outputs/reference-smoke --processes 2
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Turn a plain interactions file into MiniOneRec's train/valid/test CSVs, next to a catalog with SIDs.
 
-    python scripts/build_sids.py --data_dir data/mycatalog --category MyShop          # item.json -> index.json
-    python scripts/prepare_interactions.py --interactions interactions.csv --data_dir data/mycatalog --category MyShop
+    sidrec-build-sids --data_dir data/mycatalog --category MyShop          # item.json -> index.json
+    sidrec-prepare-interactions --interactions interactions.csv --data_dir data/mycatalog --category MyShop
 
 interactions.csv has the columns user_id, item_id, timestamp. Steps: k-core filter (default 5), every
 (history -> next item) pair per user in time order with the history cut to the last 10 items, rows split 8:1:1 by
@@ -19,7 +19,8 @@ import sys
 
 from sidrec.data.interactions import k_core, read_interactions, sequence_rows, write_split_csvs
 from sidrec.data.minionerec import DataValidationError
-from sidrec.utils import UserError, run_main
+from sidrec.errors import UserError
+from sidrec.run.recipe import run_main
 
 logger = logging.getLogger("sidrec.prepare_interactions")
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("item", "index"):
         path = os.path.join(args.data_dir, "index", f"{args.category}.{name}.json")
         if not os.path.isfile(path):
-            hint = " (run scripts/build_sids.py first)" if name == "index" else ""
+            hint = " (run sidrec-build-sids first)" if name == "index" else ""
             raise UserError(f"{path}: no such file{hint}")
         with open(path) as f:
             loaded[name] = json.load(f)
@@ -60,5 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     print(args.data_dir)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script: input errors as one line (exit 2), other failures with their traceback."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -4,7 +4,7 @@
 would be made from the same inputs again, so the run dir keeps ``pipeline.json``: the data dir, the category, the
 SHA-256 of every data file the stages read, and of each config file. Before any stage runs, the script calls
 
-    python -m sidrec.pipeline --run-dir DIR --config-dir DIR --data_dir DIR --category NAME
+    sidrec-pipeline-record --run-dir DIR --config-dir DIR --data_dir DIR --category NAME
 
 which writes that record into a new run dir, passes when it matches, and otherwise stops with one line naming what
 changed (exit 2): use another ``--run-dir``, or ``--restart`` to clear this one and start over.
@@ -18,8 +18,9 @@ import os
 import shutil
 import sys
 
+from sidrec.atomic_io import atomic_write_json, sha256_file
 from sidrec.data.minionerec import find_files
-from sidrec.utils import UserError, atomic_write_json, sha256_file
+from sidrec.errors import UserError
 
 RECORD = "pipeline.json"
 CONFIG_FILES = ("sft.yaml", "eval.yaml", "grpo.yaml")

@@ -9,10 +9,10 @@
   step asks for the full-vocabulary log-probs of exactly the trie children of every live beam
   (``SamplingParams.logprob_token_ids`` with the engine in ``raw_logprobs`` mode), so the beams and their scores are
   the HF ones: the sum of full-vocabulary log-probs of the SID tokens and EOS.
-- `patch_cpu_weight_sync`: on CPU, vLLM packs linear weights into a private layout at load time and drops the
-  parameters (``dispatch_cpu_unquantized_gemm``), so TRL's colocated weight sync fails (``'Parameter' object has no
-  attribute 'weight_loader'``) and, for layers it keeps, would update weights the kernels no longer read. The patch
-  makes those layers use ``torch.nn.functional.linear`` on their own parameters.
+- `prepare_rollouts` and `sample_rollouts`: GRPO's constrained sampled rollouts on TRL's vLLM engine (colocate or
+  server). On CPU the colocated engine needs `sidrec.patches.patch_cpu_weight_sync`: vLLM packs linear weights into a
+  private layout at load time and drops the parameters, so TRL's weight sync would fail or update weights the kernels
+  no longer read.
 
 Nothing outside this module imports vllm; sidrec works without it.
 """
@@ -32,9 +32,11 @@ from vllm.inputs import TokensPrompt
 from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
-from sidrec.decoding import RankedItems
+from sidrec.atomic_io import atomic_write_json
+from sidrec.decoding import RankedItems, sequences_to_sids
+from sidrec.errors import UserError
+from sidrec.patches import patch_cpu_weight_sync
 from sidrec.sid import SidTrie
-from sidrec.utils import UserError, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -129,24 +131,6 @@ def sid_sampling_params(trie_path: str, n: int, temperature: float) -> SamplingP
     )
 
 
-def patch_cpu_weight_sync() -> bool:
-    """On vLLM's CPU platform, keep linear layers on their parameters so weight reloads take effect.
-
-    Returns True when the patch was applied (CPU platform), False elsewhere (nothing to do on GPU).
-    """
-    from vllm.model_executor.layers import utils as layer_utils
-    from vllm.platforms import current_platform
-
-    if not current_platform.is_cpu():
-        return False
-
-    def keep_parameters(layer: torch.nn.Module, remove_weight: bool) -> None:
-        layer.cpu_linear = torch.nn.functional.linear
-
-    layer_utils.dispatch_cpu_unquantized_gemm = keep_parameters
-    return True
-
-
 def make_llm(
     model_path: str, dtype: str = "float32", seed: int = 0, max_model_len: int | None = None, **kwargs
 ) -> LLM:
@@ -173,15 +157,20 @@ class VllmRanker:
         llm (`vllm.LLM`): An engine in ``raw_logprobs`` mode (`make_llm`).
         tokenizer: The checkpoint's tokenizer (prompts are tokenized here, without special tokens, as HF does).
         trie (`SidTrie`): The catalog trie compiled for that tokenizer.
+        num_beams (`int`), batch_size (`int`): What `rank` uses when not given them.
     """
 
-    def __init__(self, llm: LLM, tokenizer, trie: SidTrie):
+    name = "vllm"
+    model = None  # the weights live in the engine
+
+    def __init__(self, llm: LLM, tokenizer, trie: SidTrie, num_beams: int = 50, batch_size: int = 32):
         mode = llm.llm_engine.model_config.logprobs_mode
         if mode != "raw_logprobs":
             raise UserError(f"VllmRanker needs an engine with logprobs_mode='raw_logprobs', got {mode!r}")
         self.llm = llm
         self.tokenizer = tokenizer
         self.trie = trie.to("cpu")
+        self.num_beams, self.batch_size = num_beams, batch_size
         # Level t: node -> (allowed token ids, child node per token); the last level's children are SID indices.
         self.levels = []
         for level in range(self.trie.sid_length):
@@ -208,8 +197,24 @@ class VllmRanker:
             out[i].update({tok: lp.logprob for tok, lp in step.items()})
         return out
 
-    def rank(self, prompts: Sequence[str], num_beams: int, batch_size: int = 32, show_progress: bool = True):
+    def describe(self) -> dict:
+        """The engine that ranked, for ``run_summary.json``."""
+        import vllm
+
+        dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
+        return {"backend": "vllm", "engine": f"vllm {vllm.__version__} {type(self.llm.llm_engine).__name__}",
+                "vllm_dtype": dtype}  # fmt: skip
+
+    def rank(
+        self,
+        prompts: Sequence[str],
+        num_beams: int | None = None,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> RankedItems:
         """Rank catalog SIDs for each prompt, best first (`RankedItems`, as `rank_items` returns)."""
+        num_beams = num_beams or self.num_beams
+        batch_size = batch_size or self.batch_size
         if num_beams > self.trie.num_sids:
             raise UserError(f"num_beams={num_beams} is larger than the catalog's {self.trie.num_sids} distinct SIDs")
         encoded = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
@@ -244,3 +249,53 @@ class VllmRanker:
                     result.scores[i].append(score)
                     result.indices[i].append(sid)
         return result
+
+
+def prepare_rollouts(args, sid_trie: SidTrie, beam_search: bool) -> str:
+    """Before TRL builds its vLLM engine: the trie file the logits processor reads, passed to every rollout request
+    through ``generation_kwargs``, and on CPU the weight-sync patch. Returns a description for run_summary.json."""
+    if beam_search:
+        raise UserError(
+            "use_vllm: true samples rollouts on vLLM; set beam_search: false (beam search runs on the trainer's model)"
+        )
+    import vllm
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    path = write_trie_file(sid_trie, os.path.abspath(os.path.join(args.output_dir, "sid_trie.json")))
+    extra = {**((args.generation_kwargs or {}).get("extra_args") or {}), TRIE_ARG: path}
+    args.generation_kwargs = {**(args.generation_kwargs or {}), "extra_args": extra}
+    engine = f"vllm {vllm.__version__} {args.vllm_mode}"
+    if args.vllm_mode == "colocate":
+        # The patch must reach the engine, so the engine must run in this process.
+        if os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0") != "0":
+            raise UserError("vllm_mode colocate needs VLLM_ENABLE_V1_MULTIPROCESSING=0 (the engine in-process)")
+        if patch_cpu_weight_sync():
+            engine += " (CPU, weight-sync patch)"
+    return engine
+
+
+def sample_rollouts(trainer, prompts: list[str], group: int) -> dict:
+    """G constrained samples per prompt from the trainer's vLLM engine (weights already synced by TRL), checked to
+    be catalog SIDs; counts go to ``trainer.rollout_stats``."""
+    prompt_ids = trainer.processing_class(prompts, add_special_tokens=False)["input_ids"]
+    prompt_ids, completion_ids, _, _ = trainer.vllm_generation.generate(
+        prompts=prompt_ids, images=None, num_generations=group
+    )
+    completion_ids = [list(c) for c in completion_ids]
+    width = trainer.sid_trie.sid_length + 1  # the SID and EOS; a shorter or longer completion is invalid as it is
+    padded = torch.tensor([(c + [0] * width)[:width] for c in completion_ids], dtype=torch.long)
+    _, valid = sequences_to_sids(trainer.sid_trie, padded)
+    valid &= torch.tensor([len(c) == width for c in completion_ids])
+    invalid = int((~valid).sum())
+    trainer.rollout_stats["completions"] += len(completion_ids)
+    trainer.rollout_stats["invalid"] += invalid
+    if invalid:
+        bad = completion_ids[int((~valid).nonzero()[0])]
+        raise RuntimeError(
+            f"vLLM returned {invalid} of {len(completion_ids)} completions that are not a catalog SID + EOS "
+            f"(first: {bad}); the SID trie logits processor did not constrain them"
+        )
+    # Sampling log-probs are not returned: vLLM's are of the trie-masked distribution, the trainer's of the full
+    # vocabulary, so TRL's importance-sampling correction would compare two different distributions (it is
+    # refused with use_vllm in SidrecGRPOConfig).
+    return {"prompt_ids": [list(p) for p in prompt_ids], "completion_ids": completion_ids, "logprobs": None}

@@ -1,9 +1,9 @@
 """Build semantic IDs for a catalog: item text -> embeddings -> residual k-means SIDs, in MiniOneRec's layout.
 
-    python scripts/build_sids.py --data_dir data/mycatalog --category MyShop
-    python scripts/build_sids.py --data_dir ../shared/data/Amazon --category Industrial_and_Scientific \
+    sidrec-build-sids --data_dir data/mycatalog --category MyShop
+    sidrec-build-sids --data_dir ../shared/data/Amazon --category Industrial_and_Scientific \
         --out_dir data/industrial_ours                      # a copy of the dataset with our SIDs
-    python scripts/build_sids.py ... --encoder Qwen/Qwen3-Embedding-4B --no-balanced
+    sidrec-build-sids ... --encoder Qwen/Qwen3-Embedding-4B --no-balanced
 
 Reads index/<category>.item.json (title, description, ...). Writes, under out_dir (default: data_dir):
 index/<category>.index.json, info/<category>.txt, the train/valid/test CSVs with their SID columns rewritten (when
@@ -24,9 +24,11 @@ import os
 import shutil
 import sys
 
+from sidrec.atomic_io import atomic_write_json, atomic_write_text
 from sidrec.codebook import CodebookConfig, build_sids, codebook_report, plot_code_usage
 from sidrec.data.minionerec import CSV_COLUMNS, DataValidationError
-from sidrec.utils import UserError, atomic_write_json, atomic_write_text, run_main
+from sidrec.errors import UserError
+from sidrec.run.recipe import run_main
 
 logger = logging.getLogger("sidrec.build_sids")
 
@@ -158,5 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     print(index_path)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script: input errors as one line (exit 2), other failures with their traceback."""
     run_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -13,7 +13,7 @@ import os
 import torch
 from transformers import TrainerCallback
 
-from sidrec.utils import UserError
+from sidrec.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,33 @@ def check_process_count(state) -> None:
             f"the launcher started {launched} processes but accelerate joined {state.num_processes} "
             f"({state.distributed_type}); refusing to run them as independent copies"
         )
+
+
+def use_cpu_when_launched_without_gpus() -> None:
+    """Let ``torchrun``-style launches (``accelerate_configs/cpu_multi.yaml``) run on a machine without GPUs.
+
+    Accelerate starts CPU processes only through mpirun; its torchrun launcher sets LOCAL_RANK, and without CUDA each
+    process would then train alone. ``ACCELERATE_USE_CPU`` makes accelerate (and the HF Trainer) join the processes
+    with the gloo backend instead. A no-op when CUDA is present or the run is not distributed, and never applied to a
+    DeepSpeed launch (it would turn DeepSpeed into DDP): there `check_launch` asks for ``use_cpu``.
+    """
+    if deepspeed_launch():
+        return
+    if "LOCAL_RANK" in os.environ and not torch.cuda.is_available():
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+
+
+def process_state(cpu: bool = False):
+    """Accelerate's process state, on CPU when the launch asked for it (``use_cpu`` configs, or the fallback above).
+
+    Recipes create it before the Trainer does, so it must honour ``ACCELERATE_USE_CPU`` as the Trainer would.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    state = PartialState(cpu=cpu or parse_flag_from_env("ACCELERATE_USE_CPU"))
+    check_process_count(state)
+    return state
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

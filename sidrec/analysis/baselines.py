@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import os
 
-    from sidrec.utils import atomic_write_json
+    from sidrec.atomic_io import atomic_write_json
 
     parser = argparse.ArgumentParser(description="Baselines on a MiniOneRec-layout dataset's test split.")
     parser.add_argument("--data_dir", required=True)

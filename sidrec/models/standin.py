@@ -11,7 +11,7 @@ DeepSpeed -> save -> reload) is exercised on a checkpoint built here and written
   embeddings, 151,936 embedding rows, GQA, rope theta 1e6, RMSNorm eps 1e-6), random weights, saved in bfloat16;
 - it has NO SID tokens: the recipes add them, exactly as they do for the real model.
 
-    python -m sidrec.standin --out outputs/standin/qwen2.5-1.5b-instruct
+    sidrec-standin --out outputs/standin/qwen2.5-1.5b-instruct
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import os
 
 import torch
 
-from sidrec.utils import UserError, atomic_dir, atomic_write_json
+from sidrec.atomic_io import atomic_dir, atomic_write_json
+from sidrec.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Collect tuning runs into one table: each eval, the training run it scored, and that run's command and wall time.
 
-    python scripts/tuning_log.py outputs/exp/*_eval --out docs/tuning
+    sidrec-tuning-log outputs/exp/*_eval --out docs/tuning
 
 Every argument is an eval output_dir (metrics.json + run_summary.json). The checkpoint it evaluated is found from its
 run_summary (``model_name_or_path``); that training run's run_summary gives the command and wall time, and for GRPO
@@ -100,9 +100,7 @@ def main(argv=None):
             if stage in r:
                 with open(os.path.join(args.out, f"{r['name']}.{stage}.json"), "w") as f:
                     json.dump(r[stage], f, indent=2)
-    header = (
-        f"# {args.title}\n\nMade by `python scripts/tuning_log.py {' '.join(args.eval_dirs)} --out {args.out}`.\n\n"
-    )
+    header = f"# {args.title}\n\nMade by `sidrec-tuning-log {' '.join(args.eval_dirs)} --out {args.out}`.\n\n"
     tmp = os.path.join(args.out, "README.md.tmp")
     with open(tmp, "w") as f:
         f.write(header + text)

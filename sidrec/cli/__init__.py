@@ -1,0 +1,1 @@
+"""Command-line data tools (console scripts): SID construction and interaction-log conversion."""

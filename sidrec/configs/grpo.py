@@ -1,0 +1,92 @@
+"""`SidrecGRPOConfig`: the GRPO recipe's config, and the rollout layout it must fit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+from sidrec.configs.common import SidrecTrainingMixin
+from sidrec.data.prompts import RL_TASKS, check_task_names
+from sidrec.errors import UserError
+from sidrec.rewards import NEEDS_BEAM_RANK, PRESETS, REWARDS, get_reward_funcs
+
+
+@dataclass
+class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
+    """`trl.GRPOConfig` plus the RL prompt mix, the rewards by name and the rollout mode."""
+
+    rl_tasks: list[str] = field(
+        default_factory=lambda: ["sid_seq"],
+        metadata={"help": f"RL prompt tasks (completions must be SIDs): any of {list(RL_TASKS)}."},
+    )
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["ranking"],
+        metadata={
+            "help": f"Rewards by name, any of {sorted(REWARDS)}, or a preset {sorted(PRESETS)} (ranking = rule + ndcg_rule)."
+        },
+    )
+    beam_search: bool = field(
+        default=True,
+        metadata={"help": "Rollouts are the top-G constrained beams (True) or G constrained samples (False)."},
+    )
+    rollout_batch_size: int = field(default=8, metadata={"help": "Unique prompts per generate call in rollouts."})
+    vllm_importance_sampling_correction: bool = field(
+        default=False,
+        metadata={
+            "help": "TRL's correction for the vLLM/trainer mismatch. Off, and refused with use_vllm: vLLM's sampling "
+            "log-probs are of the SID-masked distribution, the trainer's of the full vocabulary, so their ratio is "
+            "the masked-out mass, not a mismatch (docs/VLLM.md)."
+        },
+    )
+    max_prompt_tokens: int = field(
+        default=512, metadata={"help": "Prompt token budget; the oldest history items are dropped to fit."}
+    )
+
+    def __post_init__(self):
+        check_task_names(self.rl_tasks, RL_TASKS, "rl_tasks")  # GRPO prompts must have SID answers
+        rewards = [f.__name__ for f in get_reward_funcs(self.reward_funcs)]  # unknown names fail at launch
+        if not self.beam_search and NEEDS_BEAM_RANK.intersection(rewards):
+            raise UserError(
+                f"reward(s) {sorted(NEEDS_BEAM_RANK.intersection(rewards))} rank completions by beam score; sampled "
+                "rollouts (beam_search: false) have no rank: use beam_search: true or reward_funcs: [rule]"
+            )
+        if self.rollout_batch_size < 1:
+            raise UserError("rollout_batch_size must be positive")
+        if self.use_vllm and self.beam_search:
+            raise UserError(
+                "use_vllm: true samples rollouts on vLLM; set beam_search: false (beam-search rollouts run on the "
+                "trainer's model, the default)"
+            )
+        if self.use_vllm and self.vllm_importance_sampling_correction:
+            raise UserError(
+                "vllm_importance_sampling_correction: true cannot be used with SID-constrained vLLM rollouts: vLLM's "
+                "log-probs are of the masked distribution, the trainer's of the full vocabulary (docs/VLLM.md)"
+            )
+        self._check_sidrec_fields()
+        self._setup_model_selection(ranking_required=True)
+        if self.evaluates:
+            # Evaluation ranks next items and runs no eval rollouts: GRPOConfig's eval-group check must not apply.
+            self.num_generations_eval = 1
+        super().__post_init__()
+
+    def check_rollout_layout(self, catalog) -> None:
+        """Before any model work: a rollout is one SID plus EOS, and the GRPO groups fit (`check_group_layout`)."""
+        if self.max_completion_length != catalog.sid_length + 1:
+            raise UserError(
+                f"max_completion_length must be the SID length + EOS = {catalog.sid_length + 1}, "
+                f"got {self.max_completion_length}"
+            )
+        self.check_group_layout(len(catalog.vocab))
+
+    def check_group_layout(self, num_sids: int) -> None:
+        """GRPO groups must fit the catalog and each process's batch (so a group never spans two processes)."""
+        group = self.num_generations
+        if group > num_sids:
+            raise UserError(f"num_generations={group} is larger than the catalog's {num_sids} distinct SIDs")
+        per_process = self.per_device_train_batch_size * self.steps_per_generation
+        if per_process % group:
+            raise UserError(
+                f"num_generations={group} must divide the per-process generation batch "
+                f"(per_device_train_batch_size x steps_per_generation = {per_process})"
+            )

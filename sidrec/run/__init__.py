@@ -1,0 +1,1 @@
+"""Run plumbing: run summaries, launch checks, experiment tracking and the recipe skeleton (`sidrec.run.recipe`)."""
