@@ -13,7 +13,8 @@ from trl import TrlParser
 
 from sidrec.configs import SidrecModelConfig, SidrecScriptArguments, SidrecSFTConfig
 from sidrec.data import build_tasks, fit_to_length, last_history
-from sidrec.data.prompts import build_sid_seq, to_hf_dataset
+from sidrec.data.prompts import to_hf_dataset
+from sidrec.data.tasks import build_sid_seq
 from sidrec.errors import UserError
 from sidrec.evaluation import ranking_eval_for
 from sidrec.models.loading import is_adapter_dir, lora_config_for_sids, prepare_sft_model, save_adapter_config

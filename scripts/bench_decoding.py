@@ -32,8 +32,9 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from sidrec.data import load_rec_dataset
-from sidrec.data.prompts import build_sid_seq, build_tasks, fit_to_length
+from sidrec.data.prompts import fit_to_length
 from sidrec.data.synthetic import make_synthetic_dataset
+from sidrec.data.tasks import build_sid_seq, build_tasks
 from sidrec.decoding import RankedItems, left_pad, rank_items, rankings_match, sample_items
 from sidrec.models.tiny import build_local_tokenizer, build_shaped_model, build_tiny_model, tokenizer_corpus
 
@@ -261,6 +262,7 @@ def catalog_scaling(args) -> list[dict]:
         subset = RankedItems(tree.sids[:sample], tree.scores[:sample], tree.invalid)
         row = {
             "catalog_size": size,
+            "trie_sids": trie.num_sids,
             "distinct_prefixes": [int(c.shape[0]) for c in trie.children],
             "trie_build_s": round(build_s, 3),
             "trie_bytes": tensor_bytes(trie),

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from sidrec.atomic_io import atomic_write_json, atomic_write_text
 from sidrec.data.minionerec import Catalog, Interaction
-from sidrec.data.prompts import build_sid_seq, fit_to_length
+from sidrec.data.prompts import fit_to_length
+from sidrec.data.tasks import build_sid_seq
 from sidrec.decoding import rank_items
 from sidrec.errors import UserError
 from sidrec.metrics import compute_metrics

@@ -6,7 +6,7 @@ All functions are pure: ranked SID strings and targets in, numbers out.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sidrec.sid import parse_sid
 
@@ -116,4 +116,22 @@ def compute_metrics(
             "per_level": per_level_analysis(predictions, targets, ks),
         }
     )
+    return out
+
+
+def per_level_rows(per_level: Mapping) -> dict[str, tuple[list[str], list[list]]]:
+    """The per-level analysis in metrics.json as ``{table: (header, rows)}`` (for markdown and W&B tables).
+
+    Example:
+        >>> pl = {"independent": {"exact": {"1": 0.25}}, "cumulative": {"L1": {"1": 0.5}},
+        ...       "top1_dropoff": {"L1_accuracy": 0.5}}
+        >>> per_level_rows(pl)["independent"]
+        (['independent', 'K=1'], [['exact', 0.25]])
+    """
+    out = {}
+    for name in ("independent", "cumulative"):
+        table = per_level[name]
+        ks = list(next(iter(table.values())))
+        out[name] = ([name] + [f"K={k}" for k in ks], [[row] + [vals[k] for k in ks] for row, vals in table.items()])
+    out["top1_dropoff"] = (["top-1 drop-off", "value"], [[k, v] for k, v in per_level["top1_dropoff"].items()])
     return out

@@ -3,8 +3,8 @@ import os
 import pytest
 
 from sidrec.data import load_rec_dataset
-from sidrec.data.prompts import build_tasks
 from sidrec.data.synthetic import SyntheticConfig, make_synthetic_dataset
+from sidrec.data.tasks import build_tasks
 from sidrec.models.tiny import build_local_tokenizer, build_tiny_model, tokenizer_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

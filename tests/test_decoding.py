@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from sidrec import decoding
-from sidrec.data.prompts import build_sid_seq, fit_to_length
+from sidrec.data.prompts import fit_to_length
+from sidrec.data.tasks import build_sid_seq
 from sidrec.decoding import rank_items, rankings_match, supports_tree_attention
 from sidrec.errors import UserError
 from sidrec.models.tiny import build_local_tokenizer, build_tiny_model
@@ -125,42 +126,40 @@ def test_too_many_beams_is_an_error(small_data, small_tokenizer, tiny_model):
         rank_items(tiny_model, small_tokenizer, ["x"], trie, 49)
 
 
-def test_decoding_benchmark_runs_and_reports(monkeypatch):
-    import importlib.util
-    import os
+def test_decoding_benchmark_runs_and_reports():
+    from tests.helpers import bench
 
-    from tests.conftest import REPO
+    summary = bench(
+        "bench_decoding.py", "--synthetic", "--beams", "6", "--slow_users", "3", "--fast_users", "5",
+        "--fast_batch", "2", "--repeats", "1", "--threads", "1", "--rollout_prompts", "2",
+    )  # fmt: skip
+    # it ranked what was asked: 3 users by every method, 5 by the tree search and the floor, 6 beams, and a GRPO
+    # rollout of 2 prompts x G=16
+    assert (summary["users_slow"], summary["users_fast"], summary["num_beams"]) == (3, 5, 6)
+    assert [r["num_beams"] for r in summary["by_beams"]] == [6]
+    assert (summary["grpo_rollout"]["prompts"], summary["grpo_rollout"]["group"]) == (2, 16)
+    # the tree search's top-6 lists are the reference decoder's (HF generate + processor) on the 3 users both ranked,
+    # in the same order, every SID a catalog SID (the speed figures are for the benchmark to report, not a test)
+    assert summary["identical_topk"] is True and summary["by_beams"][0]["exact_topk"] is True
+    assert summary["invalid"] == 0 and summary["grpo_rollout"]["invalid"] == 0
 
-    spec = importlib.util.spec_from_file_location("bench_decoding", os.path.join(REPO, "scripts", "bench_decoding.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    summary = bench.main(
-        ["--synthetic", "--beams", "6", "--slow_users", "3", "--fast_users", "5", "--fast_batch", "2"]
-    )
-    # the fast decoder's top-6 lists equal the slow reference decoder's on the 3 users both ranked, with no invalid
-    # SIDs (the speed figures themselves are for the benchmark to report, not for a unit test to judge)
-    assert summary["identical_topk"] is True and summary["invalid"] == 0
-    assert summary["users_slow"] == 3 and summary["users_fast"] == 5 and summary["num_beams"] == 6
 
+def test_decoding_benchmark_catalog_sizes():
+    from tests.helpers import bench
 
-def test_decoding_benchmark_catalog_sizes(monkeypatch):
-    import importlib.util
-    import os
-
-    from tests.conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("bench_decoding", os.path.join(REPO, "scripts", "bench_decoding.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    summary = bench.main(
-        ["--catalog-sizes", "300,3000", "--repeats", "2", "--fast_users", "3", "--slow_users", "2", "--beams", "5"]
-    )
+    summary = bench(
+        "bench_decoding.py", "--catalog-sizes", "300,3000", "--repeats", "2", "--fast_users", "3",
+        "--slow_users", "2", "--beams", "5", "--threads", "1",
+    )  # fmt: skip
     rows = summary["rows"]
-    assert [r["catalog_size"] for r in rows] == [300, 3000]
+    # one row per requested size, each trie holding exactly that many SIDs; 3 users ranked with 5 beams, 2 of them
+    # (min(slow_users, 8)) by the reference decoder too
+    assert [(r["catalog_size"], r["trie_sids"]) for r in rows] == [(300, 300), (3000, 3000)]
+    assert [(r["users"], r["num_beams"], r["reference_users"]) for r in rows] == [(3, 5, 2), (3, 5, 2)]
     for r in rows:
-        # one root, then the distinct 1- and 2-token prefixes of the catalog's random SIDs (at most 256 and size)
-        assert r["distinct_prefixes"][0] == 1 and r["distinct_prefixes"][1] <= 256
-        assert r["distinct_prefixes"][2] <= r["catalog_size"]
-        assert r["identical_topk"] is True and r["invalid"] == 0 and r["trie_bytes"] > 0
-        assert r["s_per_user"]["tree"]["min"] <= r["s_per_user"]["tree"]["median"] <= r["s_per_user"]["tree"]["max"]
-    assert summary["identical_topk"] is True and summary["repeats"] == 2
+        # one root, then the distinct 1- and 2-code prefixes: never fewer than the level above, never more than the
+        # 256 codes of a level or the catalog's SIDs
+        root, first, second = r["distinct_prefixes"]
+        assert root == 1 <= first <= min(256, r["catalog_size"]) and first <= second <= r["catalog_size"]
+        assert r["identical_topk"] is True and r["invalid"] == 0
+    assert summary["identical_topk"] is True and summary["repeats"] == 2 and summary["threads"] == 1

@@ -39,19 +39,56 @@ def test_every_accelerate_config_is_complete(name):
 
 
 def test_zero2_is_the_pinned_reference_setup():
+    # The reference: DeepSpeed ZeRO-2 on 4 x A40, one machine, one process per GPU, optimizer states on the GPUs (no
+    # offload); the batch and precision are the recipe's (SFT: 16 x 16 x 4 = 1024 in bf16).
+    from trl import TrlParser
+
+    from sidrec.configs import SidrecModelConfig, SidrecScriptArguments, SidrecSFTConfig
+    from sidrec.run.recipe import parse_config
+
     cfg = load("zero2.yaml")
-    assert cfg["distributed_type"] == "DEEPSPEED" and cfg["num_processes"] == 4 and "mixed_precision" not in cfg
+    assert cfg["distributed_type"] == "DEEPSPEED" and cfg["num_machines"] == 1 and cfg["num_processes"] == 4
+    assert cfg["use_cpu"] is False
     with open(os.path.join(REPO, cfg["deepspeed_config"]["deepspeed_config_file"])) as f:
         ds = json.load(f)
     zero = ds["zero_optimization"]
     assert zero["stage"] == 2 and zero["offload_optimizer"]["device"] == "none" and "offload_param" not in zero
-    assert zero["contiguous_gradients"] and zero["overlap_comm"] and zero["reduce_scatter"]
-    assert zero["reduce_bucket_size"] == zero["allgather_bucket_size"] == 5e8
-    # DeepSpeed takes batch sizes, accumulation and precision from the Trainer (the recipe's bf16: true)
-    assert all(
-        ds[k] == "auto" for k in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
+
+    # What DeepSpeed is given on each of the config's processes once Trainer fills the file's "auto" fields from the
+    # recipe: the reference SFT recipe's 16 x 16 x 4 = 1024 in bfloat16, and another split of the same batch,
+    # 8 x 32 x 4, as given; a number fixed in the file instead would stay, or be reported as a mismatch.
+    pytest.importorskip(
+        "deepspeed", reason="filling the DeepSpeed config needs DeepSpeed (pip install -e '.[deepspeed]')"
     )
-    assert ds["bf16"]["enabled"] == ds["fp16"]["enabled"] == "auto"
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig, unset_hf_deepspeed_config
+
+    class Launched:
+        """The recipe's args as each process of the launch sees them (``world_size`` = the config's processes)."""
+
+        def __init__(self, args, world_size):
+            self.args, self.world_size = args, world_size
+
+        def __getattr__(self, name):
+            return getattr(self.args, name)
+
+    def filled(*overrides):
+        path = os.path.join(REPO, "recipes/industrial/qwen2.5-1.5b/sft.yaml")
+        parser = TrlParser((SidrecScriptArguments, SidrecSFTConfig, SidrecModelConfig))
+        _, args, _ = parse_config(parser, ["--config", path, "--use_cpu", "true", *overrides])  # bf16 as the recipe
+        out = HfTrainerDeepSpeedConfig(json.loads(json.dumps(ds)))
+        out.trainer_config_process(Launched(args, cfg["num_processes"]))
+        micro, accum = (out.config.get(k) for k in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps"))
+        # absent, DeepSpeed derives the global batch itself: micro x accumulation x processes
+        total = out.config.get("train_batch_size", micro * accum * cfg["num_processes"])
+        return [micro, accum, total], out.dtype(), out.mismatches
+
+    try:
+        assert filled() == ([16, 16, 1024], torch.bfloat16, [])
+        split = ("--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "32")
+        assert filled(*split) == ([8, 32, 1024], torch.bfloat16, [])
+        assert filled("--bf16", "false") == ([16, 16, 1024], torch.float32, [])
+    finally:
+        unset_hf_deepspeed_config()
 
 
 def test_other_configs_name_what_the_docs_say():

@@ -6,7 +6,8 @@ CI has no GPU; these run where one is present (`pytest -m gpu`), e.g. on a lent 
 import pytest
 import torch
 
-from sidrec.data.prompts import build_sid_seq, build_tasks, fit_to_length, to_hf_dataset
+from sidrec.data.prompts import fit_to_length, to_hf_dataset
+from sidrec.data.tasks import build_sid_seq, build_tasks
 from sidrec.decoding import rank_items, rankings_match
 from sidrec.models.tiny import build_tiny_model
 

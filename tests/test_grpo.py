@@ -6,23 +6,95 @@ from datasets import Dataset
 from trl import GRPOTrainer
 
 from sidrec.configs import SidrecGRPOConfig
-from sidrec.data.prompts import build_sid_seq, fit_to_length
+from sidrec.data.prompts import fit_to_length
+from sidrec.data.tasks import build_sid_seq
 from sidrec.errors import UserError
 from sidrec.models.tiny import build_tiny_model
 from sidrec.rewards import get_reward_funcs
 from sidrec.trainers import SidGRPOTrainer
 
 
-def test_trl_hooks_keep_their_signatures():
+def test_trl_hooks_keep_their_signatures(small_data, small_tokenizer, sft_checkpoint, tmp_path, monkeypatch):
     # rollout_func is our rollout hook (the few-step test shows its extra fields reach the rewards); checkpoints carry
     # the synced reference model through the two Trainer methods; the ranking eval overrides evaluation_loop.
+    # A renamed hook would leave ours silently unused, so besides the signatures a 1-step run, and a resume from its
+    # checkpoint, must go through every one of them.
+    from safetensors.torch import load_file
     from transformers import Trainer
+
+    from sidrec.trainers import REF_MODEL_CHECKPOINT
 
     assert "rollout_func" in inspect.signature(GRPOTrainer.__init__).parameters
     assert list(inspect.signature(GRPOTrainer._save_checkpoint).parameters) == ["self", "model", "trial"]
     assert list(inspect.signature(GRPOTrainer._load_optimizer_and_scheduler).parameters) == ["self", "checkpoint"]
     params = list(inspect.signature(Trainer.evaluation_loop).parameters)
     assert params == ["self", "dataloader", "description", "prediction_loss_only", "ignore_keys", "metric_key_prefix"]
+
+    calls, ref_after_load = [], {}
+
+    def spy(name):
+        original = getattr(SidGRPOTrainer, name)
+
+        def recorded(self, *args, **kwargs):
+            calls.append(name)
+            out = original(self, *args, **kwargs)
+            if name == "_load_optimizer_and_scheduler":
+                ref_after_load.update({n: t.clone() for n, t in self.ref_model.state_dict().items()})
+            return out
+
+        return recorded
+
+    for name in ("_sid_rollout", "evaluation_loop", "_save_checkpoint", "_load_optimizer_and_scheduler"):
+        monkeypatch.setattr(SidGRPOTrainer, name, spy(name))
+
+    class FixedRanking:
+        """A ranking eval whose score is known: an eval_ndcg@10 of 0.25 can only have come from our evaluation_loop."""
+
+        rows = [None]
+
+        def rank(self, model, tokenizer, process_index, num_processes):
+            return {}
+
+        def score(self, shares):
+            return {"hr@10": 0.5, "ndcg@10": 0.25}
+
+    def first_wins(completions, **kwargs):  # a signal inside every group, so the policy (and the synced ref) moves
+        return [float(c == completions[0]) for c in completions]
+
+    def trainer(max_steps):
+        return SidGRPOTrainer(
+            model=sft_checkpoint,
+            reward_funcs=[first_wins],
+            args=grpo_args(tmp_path, max_steps=max_steps, eval_strategy="steps", eval_steps=1, ranking_eval_rows=1),
+            train_dataset=dataset(small_data, small_tokenizer),
+            eval_dataset=dataset(small_data, small_tokenizer),
+            processing_class=small_tokenizer,
+            sid_trie=small_data.catalog.vocab.compile(small_tokenizer),
+            ranking_eval=FixedRanking(),
+        )
+
+    # step 1: one rollout, then Trainer evaluates (our metrics pick the best checkpoint) and saves (with the ref model)
+    first = trainer(1)
+    first.train()
+    assert calls == ["_sid_rollout", "evaluation_loop", "_save_checkpoint"]
+    evals = [(h["step"], h["eval_hr@10"], h["eval_ndcg@10"]) for h in first.state.log_history if "eval_hr@10" in h]
+    assert evals == [(1, 0.5, 0.25)]
+    assert first.state.best_metric == 0.25
+    checkpoint = str(tmp_path / "grpo" / "checkpoint-1")
+    assert first.state.best_model_checkpoint == checkpoint
+    saved = load_file(str(tmp_path / "grpo" / "checkpoint-1" / REF_MODEL_CHECKPOINT))
+    synced = first.ref_model.state_dict()  # the file keeps one name of the tied embedding / LM head pair
+    assert len(saved) == len(list(first.ref_model.parameters()))
+    assert all(torch.equal(saved[n], synced[n]) for n in saved)
+
+    # resume to step 2: Trainer loads the optimizer through our hook, which restores the synced reference model
+    calls.clear()
+    second = trainer(2)
+    start = second.ref_model.state_dict()
+    assert any(not torch.equal(start[n], saved[n]) for n in saved)  # the sync moved it away from the SFT weights
+    second.train(resume_from_checkpoint=checkpoint)
+    assert calls == ["_load_optimizer_and_scheduler", "_sid_rollout", "evaluation_loop", "_save_checkpoint"]
+    assert ref_after_load and all(torch.equal(ref_after_load[n], saved[n]) for n in saved)
 
 
 @pytest.fixture()

@@ -69,7 +69,7 @@ def test_run_pipeline_with_other_data_stops_before_any_stage(two_datasets, tmp_p
     """The reported bug: a second dataset into the same run dir reused the first one's results as its own."""
     first, other = two_datasets
     run_dir = str(tmp_path / "run")
-    record = [sys.executable, "-m", "sidrec.pipeline", "--run-dir", run_dir, "--config-dir", CONFIGS]
+    record = [sys.executable, "-m", "sidrec.analysis.pipeline", "--run-dir", run_dir, "--config-dir", CONFIGS]
     record += ["--accelerate-config", "accelerate_configs/cpu.yaml"]  # as run_pipeline.sh passes it
     subprocess.run([*record, "--data_dir", first, "--category", "Synthetic"], cwd=REPO, check=True)
     # the first dataset's finished stages

@@ -1,13 +1,16 @@
 import pytest
 
 from sidrec.data.minionerec import Catalog, Interaction, Item
-from sidrec.data.prompts import (
-    PromptExample,
-    PromptTooLongError,
+from sidrec.data.prompts import PromptExample, PromptTooLongError, fit_to_length
+from sidrec.data.tasks import (
+    RL_TASKS,
+    TASKS,
     build_item_alignment,
     build_tasks,
-    fit_to_length,
+    check_task_names,
     leaks_answer,
+    register_task,
+    rl_task_names,
 )
 from sidrec.errors import UserError
 from sidrec.sid import SidVocab
@@ -128,6 +131,70 @@ def test_leak_detector():
 def test_unknown_task_is_an_error():
     with pytest.raises(UserError, match=r"tasks \['nope'\]: unknown or not allowed \['nope'\]; allowed: sid_seq, "):
         build_tasks(["nope"], [], catalog([Item("9", "<a_1><b_1><c_9>", "t")]))
+
+
+def test_unknown_task_among_known_ones_is_named_in_one_line():
+    with pytest.raises(UserError) as err:
+        build_tasks(
+            ["sid_seq", "sid_sequence"], [row(["<a_1><b_1><c_1>"])], catalog([Item("9", "<a_1><b_1><c_9>", "t")])
+        )
+    assert str(err.value) == (
+        "tasks ['sid_seq', 'sid_sequence']: unknown or not allowed ['sid_sequence']; allowed: sid_seq, sid_last, "
+        "sid_prev, title_seq2sid, title_seq2title, fusion, sid_pairs, item_alignment, text_to_sid, title_words"
+    )
+    with pytest.raises(UserError, match=r"^tasks \[\]: empty; allowed: sid_seq, "):
+        build_tasks([], [], catalog([Item("9", "<a_1><b_1><c_9>", "t")]))
+
+
+def test_one_registry_in_a_fixed_order_and_rl_is_a_field_of_each_entry():
+    assert list(TASKS) == [
+        "sid_seq", "sid_last", "sid_prev", "title_seq2sid", "title_seq2title",
+        "fusion", "sid_pairs", "item_alignment", "text_to_sid", "title_words",
+    ]  # fmt: skip
+    assert all(name == task.name and task.description for name, task in TASKS.items())
+    assert RL_TASKS == rl_task_names() == ("sid_seq", "sid_last", "title_seq2sid", "item_alignment")
+    with pytest.raises(ValueError, match="'sid_seq' is already registered"):
+        register_task("sid_seq")(lambda rows, catalog, source, words, style: [])
+
+
+def test_a_registered_task_is_built_by_name_and_its_rl_field_decides_grpo(tmp_path):
+    from sidrec.configs import SidrecGRPOConfig
+
+    calls = []
+
+    def tmp_rl(rows, catalog, source, max_description_words, style):
+        """A throwaway SID task."""
+        calls.append((len(rows), len(catalog.items), source, max_description_words, style))
+        return [PromptExample("tmp_rl", "i", "x", "<a_1><b_1><c_9>", "<a_1><b_1><c_9>", style=style)]
+
+    try:
+        register_task("tmp_rl", rl=True)(tmp_rl)
+        register_task("tmp_sft", description="a throwaway title task")(lambda rows, catalog, source, words, style: [])
+        assert TASKS["tmp_rl"].rl and TASKS["tmp_rl"].description == "A throwaway SID task."
+        assert not TASKS["tmp_sft"].rl and TASKS["tmp_sft"].description == "a throwaway title task"
+        assert rl_task_names() == (*RL_TASKS, "tmp_rl")
+        # one builder signature for every task: build_tasks passes all its arguments through
+        cat = catalog([Item("9", "<a_1><b_1><c_9>", "t")])
+        exs = build_tasks(["tmp_rl", "tmp_sft"], [row(["<a_1><b_1><c_1>"])] * 3, cat, "f.csv", 7, "compact")
+        assert [ex.prompt() for ex in exs] == ["i: x\n"] and calls == [(3, 1, "f.csv", 7, "compact")]
+        check_task_names(["sid_seq", "tmp_rl"], rl_task_names(), "rl_tasks")
+        with pytest.raises(UserError) as err:
+            check_task_names(["tmp_rl", "tmp_sft"], rl_task_names(), "rl_tasks")
+        assert str(err.value) == (
+            "rl_tasks ['tmp_rl', 'tmp_sft']: unknown or not allowed ['tmp_sft']; "
+            "allowed: sid_seq, sid_last, title_seq2sid, item_alignment, tmp_rl"
+        )
+        # the GRPO config asks the registry, not a list kept by hand
+        common = {"output_dir": str(tmp_path), "use_cpu": True, "per_device_train_batch_size": 4, "num_generations": 4}
+        assert SidrecGRPOConfig(**common, rl_tasks=["tmp_rl"]).rl_tasks == ["tmp_rl"]
+        with pytest.raises(
+            UserError, match=r"^rl_tasks \['tmp_sft'\]: unknown or not allowed \['tmp_sft'\]; allowed: "
+        ):
+            SidrecGRPOConfig(**common, rl_tasks=["tmp_sft"])
+    finally:
+        TASKS.pop("tmp_rl", None)
+        TASKS.pop("tmp_sft", None)
+    assert rl_task_names() == RL_TASKS
 
 
 def test_fit_trims_history_from_the_left(small_tokenizer):

@@ -5,7 +5,8 @@ import os
 import pytest
 
 from sidrec.data import load_rec_dataset
-from sidrec.data.prompts import build_sid_seq, build_tasks, fit_to_length
+from sidrec.data.prompts import fit_to_length
+from sidrec.data.tasks import build_sid_seq, build_tasks
 from sidrec.models.tiny import build_local_tokenizer, tokenizer_corpus
 
 from .conftest import REAL_DATA

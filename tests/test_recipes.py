@@ -70,31 +70,119 @@ def test_dtype_left_unset_follows_the_recipe_and_the_device():
 
 
 def parse_reference(name):
-    """The reference recipe ``name`` (bf16 in the YAML, as the 4xA40 setup runs it) parsed with bf16 off for this CPU."""
+    """The reference recipe ``name`` as the 4xA40 setup runs it (bf16 in the YAML), with only ``use_cpu`` added so that
+    bf16 parses on this CPU."""
     path = os.path.join(REPO, "recipes/industrial/qwen2.5-1.5b", name)
     assert yaml.safe_load(open(path))["bf16"] is True
-    _, cfg, model = parse(path, "--bf16", "false")
+    _, cfg, model = parse(path, "--use_cpu", "true")
     return cfg, model
 
 
+def reference_processes():
+    """Processes of the reference launch, read from the accelerate config the reference recipes name."""
+    with open(os.path.join(REPO, "accelerate_configs", "zero2.yaml")) as f:
+        return yaml.safe_load(f)["num_processes"]
+
+
+def check_cosine_with_warmup(cfg, peak, steps=1000):
+    """Over a ``steps``-step run, the schedule Trainer builds for ``cfg`` (`Trainer.create_scheduler`) rises linearly
+    from 0 to ``peak`` over a short warmup of w steps, then falls as a half cosine to 0:
+    ``lr(s) = peak * (1 + cos(pi * (s - w) / (steps - w))) / 2``."""
+    import math
+
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.learning_rate)
+    scheduler = get_scheduler(
+        cfg.lr_scheduler_type, optimizer, num_warmup_steps=cfg.get_warmup_steps(steps), num_training_steps=steps,
+        scheduler_specific_kwargs=cfg.lr_scheduler_kwargs,
+    )  # fmt: skip
+    lrs = []
+    for _ in range(steps + 1):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    w = lrs.index(max(lrs))
+    assert 0 < w <= steps // 10, f"warmup of {w} steps"
+    assert lrs[:w] == pytest.approx([peak * s / w for s in range(w)], rel=1e-9, abs=1e-15)
+    cosine = [peak * (1 + math.cos(math.pi * (s - w) / (steps - w))) / 2 for s in range(w, steps + 1)]
+    assert lrs[w:] == pytest.approx(cosine, rel=1e-9, abs=1e-15)
+    assert lrs[w] == pytest.approx(peak) and lrs[-1] == pytest.approx(0, abs=1e-15)
+
+
+def epochs_trained(cfg, scores):
+    """Epochs a run of ``cfg`` trains when its evaluation after epoch e scores eval_ndcg@10 = ``scores[e - 1]``: the
+    recipe's EarlyStoppingCallback, with Trainer's best-metric update after each evaluation, at most
+    ``num_train_epochs``."""
+    from transformers import EarlyStoppingCallback, TrainerControl, TrainerState
+
+    assert cfg.eval_strategy == "epoch" and cfg.max_steps == -1  # one evaluation per epoch; epochs bound the run
+    stopper = EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)
+    state, control = TrainerState(), TrainerControl()
+    stopper.on_train_begin(cfg, state, control)
+    for epoch, score in enumerate(scores, 1):
+        metrics = {"eval_ndcg@10": score}
+        stopper.on_evaluate(cfg, state, control, metrics=metrics)
+        value = metrics[cfg.metric_for_best_model]
+        best = state.best_metric
+        if best is None or (value > best if cfg.greater_is_better else value < best):
+            state.best_metric = value
+        if control.should_training_stop or epoch == cfg.num_train_epochs:
+            return epoch
+    raise AssertionError("ran out of scores")
+
+
 def test_reference_sft_recipe_values():
+    # The reference: global batch 1024 = micro batch 16 x grad accum 16 x 4 GPUs; lr 3e-4, cosine with warmup; up to
+    # 10 epochs, early stopping patience 3; cutoff 512.
     cfg, model = parse_reference("sft.yaml")
-    assert cfg.per_device_train_batch_size == 16 and cfg.gradient_accumulation_steps == 16
-    # the global batch 16 x 16 x 4 processes = 1024 is checked at launch: tests/test_distributed.py
-    assert cfg.learning_rate == 3e-4 and cfg.lr_scheduler_type == "cosine" and cfg.warmup_steps > 0
-    assert cfg.num_train_epochs == 10 and cfg.early_stopping_patience == 3 and cfg.max_length == 512
+    procs = reference_processes()
+    assert procs == 4 and cfg.per_device_train_batch_size == 16
+    assert cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * procs == 1024
+    cfg.check_global_batch(procs)  # the launch accepts the reference's process count ...
+    with pytest.raises(UserError, match=r"x 8 \(processes\) = 2048, .* use gradient_accumulation_steps 8$"):
+        cfg.check_global_batch(8)  # ... refuses 16 x 16 x 8 = 2048, and names 1024 / (16 x 8) = 8 ...
+    with pytest.raises(UserError, match=r"x 3 \(processes\) = 768, but the recipe's global_batch_size is 1024$"):
+        cfg.check_global_batch(3)  # ... and names none where 1024 / (16 x 3) is no whole number
+    check_cosine_with_warmup(cfg, 3e-4)
+    # checkpoints are chosen on the ranking: always better, all 10 epochs run; best after epoch 2 and no better at
+    # epochs 3, 4 and 5 (a tie is no better), the run stops after epoch 5
+    assert epochs_trained(cfg, [0.01 * e for e in range(1, 20)]) == 10
+    assert epochs_trained(cfg, [0.10, 0.20, 0.20, 0.19, 0.15, 0.30]) == 5
+    assert epochs_trained(cfg, [0.10, 0.20, 0.20, 0.21, 0.15, 0.15, 0.15, 0.30]) == 7
+    assert cfg.max_length == 512
     assert model.model_name_or_path == "Qwen/Qwen2.5-1.5B-Instruct"
 
 
 def test_reference_grpo_recipe_values():
+    # The reference: per-device batch 64, grad accum 4 (on the 4 GPUs); 16 generations by beam search; lr 1e-5, cosine
+    # with warmup; beta 1e-3, temperature 1.0; rewards rule + NDCG; a synced reference model; 2 epochs.
+    from types import SimpleNamespace
+
+    from sidrec.rewards import get_reward_funcs
+
     cfg, _ = parse_reference("grpo.yaml")
+    procs = reference_processes()
     assert cfg.per_device_train_batch_size == 64 and cfg.gradient_accumulation_steps == 4
-    with pytest.raises(UserError, match="use gradient_accumulation_steps 16"):
-        cfg.check_global_batch(1)  # 64 x 4 on one process is 256 of the recipe's 1024
-    assert cfg.learning_rate == 1e-5 and cfg.lr_scheduler_type == "cosine" and cfg.warmup_steps > 0
-    assert cfg.num_generations == 16 and cfg.beta == 1e-3 and cfg.temperature == 1.0
-    assert cfg.reward_funcs == ["rule", "ndcg_rule"] and cfg.beam_search and cfg.sync_ref_model
-    assert cfg.num_train_epochs == 2 and cfg.max_completion_length == 4
+    # an optimizer step takes 64 x 4 x 4 = 1024 completions, i.e. 1024 / 16 = 64 prompts' groups
+    assert cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * procs == 1024
+    cfg.check_global_batch(procs)
+    with pytest.raises(UserError, match=r"x 1 \(processes\) = 256, .* use gradient_accumulation_steps 16$"):
+        cfg.check_global_batch(1)  # 64 x 4 x 1 = 256; 1024 / (64 x 1) = 16
+    # G = 16 beams per prompt; each process generates once per optimizer step, 64 x 4 = 256 completions = 16 whole
+    # groups, so no group is split; a catalog must hold 16 distinct SIDs, and a completion is 3 SID tokens + EOS
+    assert cfg.num_generations == 16 and cfg.beam_search
+    assert cfg.per_device_train_batch_size * cfg.steps_per_generation == 256
+    cfg.check_rollout_layout(SimpleNamespace(sid_length=3, vocab=range(16)))
+    with pytest.raises(UserError, match="larger than the catalog's 15 distinct SIDs"):
+        cfg.check_rollout_layout(SimpleNamespace(sid_length=3, vocab=range(15)))
+    with pytest.raises(UserError, match=r"SID length \+ EOS = 5, got 4"):
+        cfg.check_rollout_layout(SimpleNamespace(sid_length=4, vocab=range(16)))
+    check_cosine_with_warmup(cfg, 1e-5)
+    assert cfg.beta == 1e-3 and cfg.temperature == 1.0
+    assert [f.__name__ for f in get_reward_funcs(cfg.reward_funcs)] == ["rule", "ndcg_rule"]
+    assert cfg.sync_ref_model
+    assert cfg.num_train_epochs == 2 and cfg.max_steps == -1
 
 
 def test_unknown_yaml_key_fails(tmp_path):
@@ -160,7 +248,7 @@ def test_sft_then_eval_recipes_end_to_end(small_data_dir, tmp_path):
     eval_summary = json.load(open(os.path.join(eval_dir, "run_summary.json")))
     assert eval_summary["prompt_style"] == "compact" and eval_summary["history_items"] == 2
     # the ranker describes itself: the demo's tiny Qwen2 (sdpa attention) takes the tree search under decoder auto
-    assert eval_summary["launch"]["backend"] == "hf" and eval_summary["launch"]["decoder"] == "tree"
+    assert eval_summary["launch"]["ranker"] == "tree"
     assert metrics["invalid"] == 0 and metrics["num_samples"] == 12 and metrics["num_beams"] == 20
     assert {f"HR@{k}" for k in (1, 3, 5, 10, 20)} <= set(metrics) and "HR@50" not in metrics
     assert set(metrics["per_level"]) == {"independent", "cumulative", "top1_dropoff"}

@@ -16,7 +16,7 @@ from sidrec.atomic_io import atomic_write_json
 from sidrec.data import load_rec_dataset
 from sidrec.data.synthetic import SyntheticConfig, make_synthetic_dataset
 
-from .helpers import run
+from .helpers import tool
 
 
 def test_sasrec_trains_and_beats_random(tmp_path):
@@ -30,18 +30,52 @@ def test_sasrec_trains_and_beats_random(tmp_path):
     assert m["HR@10"] > 5 * 10 / len(data.catalog.vocab) and m["invalid"] == 0
 
 
-def test_heuristic_baselines_on_a_hand_case(small_data):
-    train, test = small_data.splits["train"], small_data.splits["test"]
-    pop = most_popular(train, small_data.catalog)
-    assert len(pop) == len(small_data.catalog.items) and len(set(pop)) == len(pop)
-    counts = [sum(r.item_id == i for r in train) for i in pop]
-    assert counts == sorted(counts, reverse=True)
-    ranked = last_item_transition(train, test[:5], small_data.catalog)
-    for row, items in zip(test[:5], ranked, strict=True):
-        last = row.history_item_ids[-1]
-        seqs = [[*r.history_item_ids, r.item_id] for r in train]
-        followers = {b for seq in seqs for a, b in zip(seq, seq[1:], strict=False) if a == last}
-        assert set(items[: len(followers)]) == followers  # observed successors first, then popularity
+def test_heuristic_baselines_on_a_hand_case():
+    from sidrec.data import Catalog, Interaction
+    from sidrec.data.minionerec import Item
+    from sidrec.sid import SidVocab
+
+    # Catalog order i5, i4, i3, i2, i1 (popularity ties keep it); transition ties go by item id instead.
+    sids = {"i5": "<a_2><b_3><c_5>", "i4": "<a_2><b_3><c_4>", "i3": "<a_1><b_2><c_3>", "i2": "<a_1><b_1><c_2>",
+            "i1": "<a_1><b_1><c_1>"}  # fmt: skip
+    catalog = Catalog({i: Item(i, sid, f"T{i}") for i, sid in sids.items()}, SidVocab.from_sids(sids.values()))
+
+    def row(user, history, target):
+        return Interaction(user, history, tuple(f"T{i}" for i in history), tuple(sids[i] for i in history), target,
+                           f"T{target}", sids[target])  # fmt: skip
+
+    train = [
+        row("u1", ("i1",), "i2"), row("u1", ("i1", "i2"), "i3"), row("u2", ("i4",), "i3"),
+        row("u2", ("i4", "i3"), "i2"), row("u3", ("i5",), "i1"), row("u4", ("i2",), "i1"), row("u5", ("i5",), "i2"),
+    ]  # fmt: skip
+    # train targets: i2 x3, i3 x2, i1 x2, i4 and i5 never; the i3 / i1 and i5 / i4 ties in catalog order
+    assert most_popular(train, catalog) == ["i2", "i3", "i1", "i5", "i4"]
+    # transitions in the train sequences (history + target): i1->i2 x2, i2->i3, i4->i3 x2, i3->i2, i5->i1, i2->i1,
+    # i5->i2; so after i2: i1, i3 (one each, by id); after i5: i1, i2; after i4: i3; after i3: i2; then by popularity
+    test = [
+        row("u1", ("i3", "i2"), "i3"),
+        row("u3", ("i5",), "i4"),
+        row("u6", ("i4",), "i3"),
+        row("u2", ("i3",), "i5"),
+    ]
+    assert last_item_transition(train, test, catalog) == [
+        ["i1", "i3", "i2", "i5", "i4"],
+        ["i1", "i2", "i3", "i5", "i4"],
+        ["i3", "i2", "i1", "i5", "i4"],
+        ["i2", "i3", "i1", "i5", "i4"],
+    ]
+    # most-popular: the targets i3, i4, i3, i5 at 0-based ranks 1, 4, 1, 3; a hit at rank r scores 1 / log2(r + 2):
+    # NDCG@3 = (2 x 1/log2 3) / 4 = (2 x 0.63093) / 4 = 0.31546; NDCG@5 adds 1/log2 6 = 0.38685 and 1/log2 5 = 0.43068
+    pop = score_rankings([most_popular(train, catalog)] * len(test), test, catalog)
+    assert (pop["HR@1"], pop["HR@3"], pop["HR@5"]) == (0.0, 0.5, 1.0)
+    assert round(pop["NDCG@3"], 5) == 0.31546
+    assert round(pop["NDCG@5"], 5) == 0.51985  # (0.63093 + 0.38685 + 0.63093 + 0.43068) / 4
+    # transitions: ranks 1, 4, 0, 3: NDCG@3 = (0.63093 + 1) / 4 = 0.40773, NDCG@5 = (1.63093 + 0.43068 + 0.38685) / 4
+    trans = score_rankings(last_item_transition(train, test, catalog), test, catalog)
+    assert (trans["HR@1"], trans["HR@3"], trans["HR@5"]) == (0.25, 0.5, 1.0)
+    assert round(trans["NDCG@3"], 5) == 0.40773
+    assert round(trans["NDCG@5"], 5) == 0.61211
+    assert pop["invalid"] == trans["invalid"] == 0 and pop["num_samples"] == trans["num_samples"] == 4
 
 
 def metrics(hr1, hr10):
@@ -93,7 +127,7 @@ def test_tuning_log_pairs_evals_with_their_training_runs(tmp_path):
     summary("e1", "eval", "recipes/evaluate.py", model=str(tmp_path / "sft"), metrics=m)
     summary("e2", "eval", "recipes/evaluate.py", model=str(tmp_path / "grpo"), metrics={**m, "HR@10": 0.12})
     out = tmp_path / "log"
-    r = run("scripts/tuning_log.py", str(tmp_path / "e1"), str(tmp_path / "e2"), "--out", str(out))
+    r = tool("sidrec-tuning-log", str(tmp_path / "e1"), str(tmp_path / "e2"), "--out", str(out))
     assert r.returncode == 0, r.stderr
     rows = (out / "README.md").read_text().splitlines()[-2:]
     assert rows[0] == "| e1 | `--num_train_epochs 10` | 100 |  |  | 0.0100 | 0.1000 | 0.0500 | 0.2000 |"
@@ -102,7 +136,7 @@ def test_tuning_log_pairs_evals_with_their_training_runs(tmp_path):
     )
     assert sorted(os.listdir(out)) == ["README.md", "e1.eval.json", "e1.sft.json", "e2.eval.json", "e2.grpo.json",
                                        "e2.sft.json"]  # fmt: skip
-    r = run("scripts/tuning_log.py", str(tmp_path / "sft"))  # a training dir is not an eval dir
+    r = tool("sidrec-tuning-log", str(tmp_path / "sft"))  # a training dir is not an eval dir
     assert r.returncode != 0 and "metrics.json" in r.stderr
 
 
@@ -150,7 +184,7 @@ def test_the_reported_model_is_grpo_only_if_it_beat_its_start_on_valid(tmp_path)
     assert "**SFT vs the last-item transition baseline**: above it" in text
     assert "GRPO's best valid NDCG@10 (0.0900) is not above its start model's (0.0900)" in text
     assert "step 0: " not in text and "(0: 0.0900, 16: 0.0850, 32: 0.0900); kept step 32" in text
-    r = run("-m", "sidrec.results", str(rd), "--final-metrics")
+    r = tool("sidrec-results", str(rd), "--final-metrics")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == str(rd / "eval_sft" / "metrics.json")
 
@@ -158,7 +192,7 @@ def test_the_reported_model_is_grpo_only_if_it_beat_its_start_on_valid(tmp_path)
     text = open(write_results(str(rd))).read()
     assert "**RL (GRPO) vs the last-item transition baseline**: NOT above it" in text
     assert "GRPO's best valid NDCG@10 (0.0950) is above its start model's (0.0900)" in text
-    r = run("-m", "sidrec.results", str(rd), "--final-metrics")
+    r = tool("sidrec-results", str(rd), "--final-metrics")
     assert r.stdout.strip().splitlines()[-1] == str(rd / "eval_grpo" / "metrics.json")
 
 

@@ -1,12 +1,16 @@
 """Non-LLM baselines on the same split and metrics: most-popular, last-item transition, and SASRec.
 
 Each ranks catalog items for every test row; the ranked items are mapped to their SIDs (items sharing a SID count
-once) and scored with `sidrec.metrics.compute_metrics`, exactly as the LLM's beam-search lists are.
+once) and scored with `sidrec.metrics.compute_metrics`, exactly as the LLM's beam-search lists are. Each baseline's
+top-50 SIDs per test row are saved too (`write_baselines`), so a model can be compared with it user by user
+(`sidrec.analysis.bootstrap`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,10 +19,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sidrec.atomic_io import atomic_dir, atomic_write_json, atomic_write_text
 from sidrec.data.minionerec import Catalog, Interaction
 from sidrec.metrics import compute_metrics
 
 logger = logging.getLogger(__name__)
+
+# How many SIDs of each ranking are scored and saved (the LLM's lists have num_beams = 50).
+TOP_K = 50
 
 
 def _to_sids(ranked_items: list[str], catalog: Catalog, k: int) -> list[str]:
@@ -33,7 +41,7 @@ def _to_sids(ranked_items: list[str], catalog: Catalog, k: int) -> list[str]:
     return out
 
 
-def score_rankings(rankings: list[list[str]], rows: Sequence[Interaction], catalog: Catalog, k: int = 50) -> dict:
+def score_rankings(rankings: list[list[str]], rows: Sequence[Interaction], catalog: Catalog, k: int = TOP_K) -> dict:
     """HR/NDCG@K of item rankings (best first) against the rows' next items, via their SIDs."""
     sids = [_to_sids(r, catalog, k) for r in rankings]
     return compute_metrics(sids, [r.item_sid for r in rows], k, 0)
@@ -172,37 +180,62 @@ def rank_sasrec(model: SASRec, index: dict[str, int], rows: Sequence[Interaction
 
 
 def run_baselines(data_dir: str, category: str, sasrec: SASRecConfig | None = None) -> dict:
-    """Most-popular, last-item transition and SASRec on the test split; returns ``{"metrics": {...}, ...}``."""
+    """Most-popular, last-item transition and SASRec on the test split.
+
+    Returns ``{"metrics": {...}, "sasrec_config": ..., "sasrec_log": ..., "predictions": {...}}``; ``predictions``
+    holds each baseline's records for `write_baselines`: per test row, in split order, ``user_id``, ``target`` and
+    ``predictions`` (the top-50 SIDs, best first, as scored; no ``scores``: a baseline ranks, it does not score).
+    """
     from sidrec.data import load_rec_dataset
 
     data = load_rec_dataset(data_dir, category)
     train, valid, test = data.splits["train"], data.splits["valid"], data.splits["test"]
-    metrics = {
-        "most-popular": score_rankings([most_popular(train, data.catalog)] * len(test), test, data.catalog),
-        "last-item transition": score_rankings(last_item_transition(train, test, data.catalog), test, data.catalog),
+    rankings = {
+        "most-popular": [most_popular(train, data.catalog)] * len(test),
+        "last-item transition": last_item_transition(train, test, data.catalog),
     }
     cfg = sasrec or SASRecConfig()
     model, index, log = train_sasrec(train, valid, data.catalog, cfg)
-    metrics["SASRec"] = score_rankings(rank_sasrec(model, index, test, cfg.max_len), test, data.catalog)
-    return {"metrics": metrics, "sasrec_config": vars(cfg), "sasrec_log": log}
+    rankings["SASRec"] = rank_sasrec(model, index, test, cfg.max_len)
+    metrics = {name: score_rankings(r, test, data.catalog) for name, r in rankings.items()}
+    predictions = {
+        name: [
+            {"user_id": row.user_id, "target": row.item_sid, "predictions": _to_sids(items, data.catalog, TOP_K)}
+            for row, items in zip(test, r, strict=True)
+        ]
+        for name, r in rankings.items()
+    }
+    return {"metrics": metrics, "sasrec_config": vars(cfg), "sasrec_log": log, "predictions": predictions}
+
+
+def write_baselines(result: dict, out: str) -> str:
+    """Write ``run_baselines``' result: each baseline's predictions into the folder named after ``out`` (``x.json``
+    -> ``x/<baseline>.jsonl``, one folder replaced as a whole), then ``out`` (JSON) with ``predictions`` naming those
+    files relative to its own folder. ``out`` is written last, so one that exists has its predictions."""
+    folder = os.path.splitext(out)[0]
+    folder = folder if folder != out else out + "_predictions"
+    records = result["predictions"]
+    paths = {name: f"{name.replace(' ', '-').lower()}.jsonl" for name in records}
+    with atomic_dir(folder) as tmp:
+        for name, rows in records.items():
+            atomic_write_text(os.path.join(tmp, paths[name]), "".join(json.dumps(r) + "\n" for r in rows))
+    base = os.path.basename(folder)
+    atomic_write_json(out, {**result, "predictions": {name: f"{base}/{p}" for name, p in paths.items()}})
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
-    import os
-
-    from sidrec.atomic_io import atomic_write_json
 
     parser = argparse.ArgumentParser(description="Baselines on a MiniOneRec-layout dataset's test split.")
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--category", required=True)
-    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--out", required=True, help="JSON file to write (the predictions go to a folder beside it)")
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = run_baselines(args.data_dir, args.category, SASRecConfig(seed=args.seed))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    atomic_write_json(args.out, result)
+    write_baselines(result, args.out)
     for name, m in result["metrics"].items():
         logger.info("%s: HR@10=%.4f NDCG@10=%.4f", name, m["HR@10"], m["NDCG@10"])
     print(args.out)

@@ -2,9 +2,10 @@
 
 ``scripts/run_pipeline.sh`` skips every stage whose ``run_summary.json`` says "ok". That is only right when the stage
 would be made from the same inputs again, so the run dir keeps ``pipeline.json``: the data dir, the category, the
-SHA-256 of every data file the stages read, and of each config file. Before any stage runs, the script calls
+SHA-256 of every data file the stages read, and of each config file, and the seed given to SFT and GRPO (if any).
+Before any stage runs, the script calls
 
-    sidrec-pipeline-record --run-dir DIR --config-dir DIR --data_dir DIR --category NAME
+    sidrec-pipeline-record --run-dir DIR --config-dir DIR --data_dir DIR --category NAME [--seed N]
 
 which writes that record into a new run dir, passes when it matches, and otherwise stops with one line naming what
 changed (exit 2): use another ``--run-dir``, or ``--restart`` to clear this one and start over.
@@ -26,8 +27,11 @@ RECORD = "pipeline.json"
 CONFIG_FILES = ("sft.yaml", "eval.yaml", "grpo.yaml")
 
 
-def fingerprint(config_dir: str, data_dir: str, category: str, accelerate_config: str = "") -> dict:
-    """The inputs that decide every stage's outputs: data (path, category, file hashes) and config file hashes."""
+def fingerprint(
+    config_dir: str, data_dir: str, category: str, accelerate_config: str = "", seed: int | None = None
+) -> dict:
+    """The inputs that decide every stage's outputs: data (path, category, file hashes), config file hashes, and the
+    ``--seed`` given to SFT and GRPO (None: each config's own)."""
     paths = find_files(data_dir, category)
     configs = {name: sha256_file(os.path.join(config_dir, name)) for name in CONFIG_FILES}
     if accelerate_config:
@@ -38,6 +42,7 @@ def fingerprint(config_dir: str, data_dir: str, category: str, accelerate_config
         "data_files": {os.path.relpath(p, data_dir): sha256_file(p) for p in paths.all_files()},
         "config_dir": os.path.realpath(config_dir),
         "configs": configs,
+        "seed": seed,
     }
 
 
@@ -94,10 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--category", required=True)
     parser.add_argument("--accelerate-config", default="")
+    parser.add_argument("--seed", type=int, default=None, help="the --seed the SFT and GRPO stages are given")
     parser.add_argument("--restart", action="store_true", help="clear a run dir made from other inputs")
     args = parser.parse_args(argv)
     try:
-        current = fingerprint(args.config_dir, args.data_dir, args.category, args.accelerate_config)
+        current = fingerprint(args.config_dir, args.data_dir, args.category, args.accelerate_config, args.seed)
         status = check_run_dir(args.run_dir, current, args.restart)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,6 +9,8 @@ import json
 import sys
 from collections.abc import Mapping
 
+from sidrec.metrics import per_level_rows
+
 
 def metrics_table(rows: Mapping[str, Mapping]) -> str:
     """A markdown table, one row per run, columns HR@K then NDCG@K for the K every run has.
@@ -28,24 +30,6 @@ def metrics_table(rows: Mapping[str, Mapping]) -> str:
     for name, m in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in cols) + f" | {m.get('invalid', '-')} |")
     return "\n".join(lines)
-
-
-def per_level_rows(per_level: Mapping) -> dict[str, tuple[list[str], list[list]]]:
-    """The per-level analysis in metrics.json as ``{table: (header, rows)}`` (for markdown and W&B tables).
-
-    Example:
-        >>> pl = {"independent": {"exact": {"1": 0.25}}, "cumulative": {"L1": {"1": 0.5}},
-        ...       "top1_dropoff": {"L1_accuracy": 0.5}}
-        >>> per_level_rows(pl)["independent"]
-        (['independent', 'K=1'], [['exact', 0.25]])
-    """
-    out = {}
-    for name in ("independent", "cumulative"):
-        table = per_level[name]
-        ks = list(next(iter(table.values())))
-        out[name] = ([name] + [f"K={k}" for k in ks], [[row] + [vals[k] for k in ks] for row, vals in table.items()])
-    out["top1_dropoff"] = (["top-1 drop-off", "value"], [[k, v] for k, v in per_level["top1_dropoff"].items()])
-    return out
 
 
 def per_level_tables(per_level: Mapping) -> str:

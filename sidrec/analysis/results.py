@@ -2,10 +2,13 @@
 
     sidrec-results RUN_DIR [--command "the command that made the run"] [--final-metrics]
     sidrec-results --compare "MiniOneRec index=results/tiny-cpu" "sidrec SIDs=results/tiny-cpu-oursids"
+    sidrec-results --seeds results/tiny-cpu-seed1 results/tiny-cpu-seed2 --out results/tiny-cpu-seeds.md
 
 RUN_DIR is what ``scripts/run_pipeline.sh`` fills: ``sft/`` ``eval_sft/`` ``grpo/`` ``eval_grpo/`` (recipe
-outputs) and ``baselines.json``. Missing stages are left out. Plots go to ``RUN_DIR/plots/``. The model reported
-against the baselines is chosen on valid (`final_model`).
+outputs) and ``baselines.json`` (+ ``baselines/``). Missing stages are left out. Plots go to ``RUN_DIR/plots/``. The
+model reported against the baselines is chosen on valid (`final_model`). Differences between two rankings of the test
+users carry paired-bootstrap standard errors (`sidrec.analysis.bootstrap`) when both kept their predictions.
+``--seeds`` summarises runs that differ only in their seed (``scripts/run_seeds.sh``): mean ± sd over seeds.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+from sidrec.analysis.bootstrap import KS, file_differences, seeds_summary
 from sidrec.analysis.report import metrics_table, per_level_tables
 from sidrec.atomic_io import atomic_write_text
 
@@ -101,23 +105,34 @@ def make_plots(run_dir: str, rows: Mapping[str, Mapping]) -> list[str]:
     return paths
 
 
-def versus_baseline(model: Mapping, baseline: Mapping, ks=(1, 3, 5, 10)) -> tuple[bool, str]:
+def versus_baseline(
+    model: Mapping, baseline: Mapping, ks=KS, errors: Mapping | None = None, names=("model", "baseline")
+) -> tuple[bool, str]:
     """Whether ``model`` is above ``baseline`` on HR@K and NDCG@K for every K, and a markdown table saying where.
 
-    >>> ok, table = versus_baseline({"HR@1": 0.2, "NDCG@1": 0.2}, {"HR@1": 0.1, "NDCG@1": 0.1}, ks=(1,))
+    ``errors`` (``{"HR@K": (difference, standard error)}``, `sidrec.analysis.bootstrap.paired_differences`) puts each
+    difference's standard error beside it.
+
+    >>> model, base = {"HR@1": 0.2, "NDCG@1": 0.2}, {"HR@1": 0.1, "NDCG@1": 0.1}
+    >>> ok, table = versus_baseline(model, base, ks=(1,))
     >>> ok
     True
     >>> print(table.splitlines()[-1])
     | K=1 | 0.2000 vs 0.1000 (+0.1000) | 0.2000 vs 0.1000 (+0.1000) |
+    >>> errors = {"HR@1": (0.1, 0.03), "NDCG@1": (0.1, 0.025)}
+    >>> print(versus_baseline(model, base, (1,), errors)[1].splitlines()[-1])
+    | K=1 | 0.2000 vs 0.1000 (+0.1000 ± 0.0300) | 0.2000 vs 0.1000 (+0.1000 ± 0.0250) |
     """
-    lines = ["| K | HR@K (model vs baseline) | NDCG@K (model vs baseline) |", "| --- | --- | --- |"]
+    vs = f"({names[0]} vs {names[1]})"
+    lines = [f"| K | HR@K {vs} | NDCG@K {vs} |", "| --- | --- | --- |"]
     ok = True
     for k in ks:
         cells = []
         for name in ("HR", "NDCG"):
             a, b = model[f"{name}@{k}"], baseline[f"{name}@{k}"]
             ok &= a > b
-            cells.append(f"{a:.4f} vs {b:.4f} ({a - b:+.4f})")
+            se = f" ± {errors[f'{name}@{k}'][1]:.4f}" if errors else ""
+            cells.append(f"{a:.4f} vs {b:.4f} ({a - b:+.4f}{se})")
         lines.append(f"| K={k} | " + " | ".join(cells) + " |")
     return ok, "\n".join(lines)
 
@@ -213,8 +228,11 @@ def write_results(run_dir: str, command: str = "") -> str:
     lines += ["## HR@K and NDCG@K (test split)", "", metrics_table(all_rows), ""]
     name, why = final_model(run_dir, rows)
     transition = baselines.get("metrics", {}).get("last-item transition")
+    evals = {n: f"{ev}/predictions.jsonl" for n, _, ev in STAGES}
     if name and transition:
-        ok, table = versus_baseline(rows[name], transition)
+        rule = baselines.get("predictions", {}).get("last-item transition")
+        errors, note = file_differences(run_dir, evals[name], rule)
+        ok, table = versus_baseline(rows[name], transition, errors=errors)
         verdict = "above" if ok else "NOT above"
         lines += [
             f"**{name} vs the last-item transition baseline**: {verdict} it on HR@K and NDCG@K for every K "
@@ -223,7 +241,14 @@ def write_results(run_dir: str, command: str = "") -> str:
             *([f"The model reported is chosen on valid: {why}", ""] if why else []),
             table,
             "",
+            note,
+            "",
         ]
+    ks = [k for k in KS if all(f"{m}@{k}" in rows.get(s, {}) for m in ("HR", "NDCG") for s in ("SFT", "RL (GRPO)"))]
+    if ks:
+        errors, note = file_differences(run_dir, evals["RL (GRPO)"], evals["SFT"])
+        _, table = versus_baseline(rows["RL (GRPO)"], rows["SFT"], ks, errors, names=("GRPO", "SFT"))
+        lines += ["**GRPO minus SFT** on the test split:", "", table, "", note, ""]
     selection = selection_lines(run_dir)
     if selection:
         lines += ["Checkpoints were chosen on the valid split only:", "", *selection, ""]
@@ -271,6 +296,25 @@ def compare_indexes(runs: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
+def seeds_report(run_dirs: Sequence[str]) -> str:
+    """Markdown: per stage (SFT, GRPO, the model each run reports, the transition baseline) and metric, each run's
+    test value and the mean ± sd (ddof=1) over the runs, which differ only in their seed (``scripts/run_seeds.sh``)."""
+    stages: dict[str, dict[str, Mapping]] = {}
+    for d in run_dirs:
+        seed = (_load(os.path.join(d, "pipeline.json")) or {}).get("seed")
+        label = f"{os.path.basename(os.path.normpath(d))} (seed {seed})"
+        rows = {n: m for n, _, ev in STAGES if (m := _load(os.path.join(d, ev, "metrics.json"))) is not None}
+        for n, m in rows.items():
+            stages.setdefault(n, {})[label] = m
+        reported = final_model(d, rows)[0]
+        if reported:
+            stages.setdefault("The reported model (chosen on valid)", {})[f"{label}: {reported}"] = rows[reported]
+        transition = (_load(os.path.join(d, "baselines.json")) or {}).get("metrics", {}).get("last-item transition")
+        if transition:
+            stages.setdefault("Last-item transition baseline", {})[label] = transition
+    return seeds_summary(stages)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", nargs="?")
@@ -282,6 +326,10 @@ def main(argv: list[str] | None = None) -> None:
         help="print a table comparing runs made with other SID indexes",
     )
     parser.add_argument(
+        "--seeds", nargs="+", metavar="RUN_DIR", help="mean ± sd over run dirs that differ only in their seed"
+    )
+    parser.add_argument("--out", help="with --seeds: the markdown file to write (default: print it)")
+    parser.add_argument(
         "--final-metrics",
         action="store_true",
         help="print the metrics.json of the model the run reports (chosen on valid) instead of RESULTS.md's path",
@@ -290,8 +338,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.compare:
         print(compare_indexes(dict(item.split("=", 1) for item in args.compare)))
         return
+    if args.seeds:
+        text = seeds_report(args.seeds)
+        if args.out:
+            atomic_write_text(args.out, text)
+        print(args.out or text)
+        return
     if not args.run_dir:
-        parser.error("give a run_dir (or --compare LABEL=RUN_DIR ...)")
+        parser.error("give a run_dir (or --compare LABEL=RUN_DIR ..., or --seeds RUN_DIR ...)")
     path = write_results(args.run_dir, args.command)
     if args.final_metrics:
         rows = {name: True for name, _, ev in STAGES if os.path.isfile(os.path.join(args.run_dir, ev, "metrics.json"))}

@@ -22,8 +22,6 @@ class HfRanker:
             resolved here, once, so `describe` says which search ran.
     """
 
-    backend = "hf"
-
     def __init__(self, model, tokenizer, trie: SidTrie, num_beams: int, batch_size: int, decoder: str = "auto"):
         self.model, self.tokenizer, self.trie = model, tokenizer, trie
         self.num_beams, self.batch_size = num_beams, batch_size
@@ -36,4 +34,5 @@ class HfRanker:
         )
 
     def describe(self) -> dict:
-        return {"backend": self.backend, "decoder": self.decoder}
+        """For ``run_summary.json``'s ``launch``: which search ranked (``tree`` or ``generate``)."""
+        return {"ranker": self.decoder}

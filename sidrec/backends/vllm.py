@@ -202,7 +202,7 @@ class VllmRanker:
         import vllm
 
         dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
-        return {"backend": "vllm", "engine": f"vllm {vllm.__version__} {type(self.llm.llm_engine).__name__}",
+        return {"ranker": "vllm", "engine": f"vllm {vllm.__version__} {type(self.llm.llm_engine).__name__}",
                 "vllm_dtype": dtype}  # fmt: skip
 
     def rank(

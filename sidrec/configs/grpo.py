@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from sidrec.configs.common import SidrecTrainingMixin
-from sidrec.data.prompts import RL_TASKS, check_task_names
+from sidrec.data.tasks import RL_TASKS, check_task_names, rl_task_names
 from sidrec.errors import UserError
 from sidrec.rewards import NEEDS_BEAM_RANK, PRESETS, REWARDS, get_reward_funcs
 
@@ -44,7 +44,7 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
     )
 
     def __post_init__(self):
-        check_task_names(self.rl_tasks, RL_TASKS, "rl_tasks")  # GRPO prompts must have SID answers
+        check_task_names(self.rl_tasks, rl_task_names(), "rl_tasks")  # GRPO prompts must have SID answers
         rewards = [f.__name__ for f in get_reward_funcs(self.reward_funcs)]  # unknown names fail at launch
         if not self.beam_search and NEEDS_BEAM_RANK.intersection(rewards):
             raise UserError(

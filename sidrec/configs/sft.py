@@ -8,7 +8,8 @@ from trl import SFTConfig
 
 from sidrec.configs.common import SidrecTrainingMixin
 from sidrec.data.minionerec import check_history_items
-from sidrec.data.prompts import PROMPT_STYLES, TASKS, check_prompt_style, check_task_names
+from sidrec.data.prompts import PROMPT_STYLES, check_prompt_style
+from sidrec.data.tasks import TASKS, check_task_names
 from sidrec.errors import UserError
 from sidrec.models.sid_init import SID_EMBEDDING_INITS
 

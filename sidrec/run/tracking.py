@@ -111,7 +111,7 @@ def log_eval_metrics(args: TrackingArguments, output_dir: str, model_path: str, 
     """
     import wandb
 
-    from sidrec.analysis.report import per_level_rows
+    from sidrec.metrics import per_level_rows
 
     run_id = checkpoint_run_id(model_path)
     run = wandb.init(
