@@ -13,6 +13,7 @@ from trl import TrlParser
 
 from sidrec.configs import SidrecGRPOConfig, SidrecModelConfig, SidrecScriptArguments
 from sidrec.data import build_tasks, fit_to_length
+from sidrec.data.holdout import grpo_rows
 from sidrec.data.prompts import to_rl_dataset
 from sidrec.errors import UserError
 from sidrec.evaluation import ranking_eval_for
@@ -41,6 +42,10 @@ def main():
         args.check_rollout_layout(data.catalog)
         checkpoint = load_trained(model_args, data.catalog, args.trust_remote_code)  # tokenizer, prompt style, window
         tokenizer, style = checkpoint.tokenizer, checkpoint.metadata.prompt_style  # prompt as the SFT did
+        data.splits["train"] = grpo_rows(
+            data.splits["train"], args.rl_rows, checkpoint.metadata.rl_holdout, script_args.max_train_rows,
+            data.paths.splits["train"],
+        )  # fmt: skip
         data.splits = {split: checkpoint.cut_history(rows) for split, rows in data.splits.items()}
         run.summary.data["history_items"] = checkpoint.metadata.history_items
         examples = build_tasks(
@@ -50,6 +55,8 @@ def main():
         train_ds = to_rl_dataset(fit_to_length(examples, tokenizer, args.max_prompt_tokens))
         # Each evaluation ranks seeded valid users (Trainer wants them as an eval_dataset too).
         ranking = ranking_eval_for(args, data, tokenizer, style, args.max_prompt_tokens)
+        # Optionally the target's rank on GRPO's own prompt rows too (eval_train_*), never used for selection.
+        train_ranking = ranking_eval_for(args, data, tokenizer, style, args.max_prompt_tokens, "train")
         logger.info(
             "RL prompts: %d (tasks %s, %s style), rewards %s", len(train_ds), args.rl_tasks, style, args.reward_funcs
         )
@@ -70,6 +77,7 @@ def main():
                 processing_class=tokenizer,
                 sid_trie=data.catalog.vocab.compile(tokenizer),
                 ranking_eval=ranking,
+                extra_rankings={"train": train_ranking} if train_ranking else None,
                 callbacks=[EarlyStoppingCallback(patience)] if patience else None,
                 beam_search=args.beam_search,
                 rollout_batch_size=args.rollout_batch_size,

@@ -227,20 +227,24 @@ def write_eval_outputs(output_dir: str, metrics: dict, predictions: list[dict]) 
     return metrics_path, pred_path
 
 
-def ranking_eval_for(args, data, tokenizer, style: str, max_length: int | None) -> RankingEval | None:
-    """The `RankingEval` a training config asks for: ``ranking_eval_rows`` of ``data``'s valid split drawn with
-    ``ranking_eval_seed``; None when the config does not evaluate (or ranks no rows)."""
-    if not args.evaluates or args.ranking_eval_rows == 0:
+def ranking_eval_for(
+    args, data, tokenizer, style: str, max_length: int | None, split: str = "valid"
+) -> RankingEval | None:
+    """The `RankingEval` a training config asks for: ``ranking_eval_rows`` of ``data``'s valid split (or, with
+    ``split="train"``, ``ranking_eval_train_rows`` of its train rows) drawn with ``ranking_eval_seed``; None when the
+    config does not evaluate (or ranks no rows)."""
+    n = args.ranking_eval_rows if split == "valid" else getattr(args, "ranking_eval_train_rows", 0)
+    if not args.evaluates or n == 0:
         return None
     return RankingEval(
-        sample_rows(data.splits["valid"], args.ranking_eval_rows, args.ranking_eval_seed),
+        sample_rows(data.splits[split], n, args.ranking_eval_seed),
         data.catalog,
         tokenizer,
         style,
         num_beams=args.ranking_eval_beams,
         batch_size=args.per_device_eval_batch_size,
         max_length=max_length,
-        source=data.paths.splits["valid"],
+        source=data.paths.splits[split],
     )
 
 

@@ -29,6 +29,7 @@ class RankingEvalMixin:
     """
 
     ranking_eval: RankingEval | None = None
+    extra_rankings: dict[str, RankingEval] | None = None  # also ranked, logged as eval_<name>_*, never selected on
     ranking_only: bool = False
 
     def evaluation_loop(
@@ -48,14 +49,19 @@ class RankingEvalMixin:
             )
         metrics = self.ranking_metrics()
         output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
+        for name, ranking in (self.extra_rankings or {}).items():
+            metrics = self.ranking_metrics(ranking)
+            output.metrics.update({f"{metric_key_prefix}_{name}_{k}": v for k, v in metrics.items()})
         return output
 
-    def ranking_metrics(self) -> dict:
-        """Rank this process's share of the rows, gather every share, score (same result on every process)."""
+    def ranking_metrics(self, ranking: RankingEval | None = None) -> dict:
+        """Rank this process's share of the rows (``ranking_eval``'s unless given), gather every share, score (same
+        result on every process)."""
+        ranking = ranking or self.ranking_eval
         acc = self.accelerator
         with unwrap_model_for_generation(self.model_wrapped, acc) as model:
-            mine = self.ranking_eval.rank(model, self.processing_class, acc.process_index, acc.num_processes)
-        return self.ranking_eval.score(gather_object([mine]))
+            mine = ranking.rank(model, self.processing_class, acc.process_index, acc.num_processes)
+        return ranking.score(gather_object([mine]))
 
 
 class SidSFTTrainer(RankingEvalMixin, SFTTrainer):
@@ -107,6 +113,8 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
         rollout_batch_size (`int`): Unique prompts per generate call.
         ranking_eval (`RankingEval`, *optional*): The rows to rank at each evaluation (needs an ``eval_dataset``,
             which Trainer requires whenever ``eval_strategy`` is set; its rows are not used).
+        extra_rankings (`dict[str, RankingEval]`, *optional*): More rows ranked at each evaluation, logged as
+            ``eval_<name>_hr@K`` (e.g. GRPO's own prompts), never used to choose the checkpoint.
     """
 
     ranking_only = True
@@ -118,11 +126,12 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
         beam_search: bool = True,
         rollout_batch_size: int = 8,
         ranking_eval: RankingEval | None = None,
+        extra_rankings: dict[str, RankingEval] | None = None,
         **kwargs,
     ):
         if kwargs.get("rollout_func") is not None:
             raise ValueError("SidGRPOTrainer supplies its own rollout_func")
-        self.ranking_eval = ranking_eval
+        self.ranking_eval, self.extra_rankings = ranking_eval, extra_rankings
         self.sid_trie = sid_trie
         self.beam_search = beam_search
         self.rollout_batch_size = rollout_batch_size

@@ -2,6 +2,7 @@
 no SFT example carries a held-out interaction of its user, GRPO sees only train rows, and on the real data the held-out
 interaction is the last one before the user's valid row."""
 
+import json
 import os
 import re
 
@@ -96,3 +97,30 @@ def test_on_games_the_held_out_interaction_is_the_last_before_valid():
         # leave-one-out: the valid row's history ends with the held-out item, the test row's with the valid item
         assert valid[user].history_item_ids[-1] == h.item_id
         assert test[user].history_item_ids[-1] == valid[user].item_id
+
+
+def test_sft_holds_out_and_grpo_prompts_with_exactly_those_rows(small_data_dir, small_data, tmp_path):
+    from .helpers import TINY, recipe
+
+    users = len({r.user_id for r in small_data.splits["train"]})
+    sft = tmp_path / "sft"
+    r = recipe(
+        "sft", "recipes/demo/sft.yaml", *TINY, data_dir=small_data_dir, output_dir=sft, max_steps=2,
+        eval_strategy="no", early_stopping_patience="null", rl_holdout="true", sft_tasks="sid_seq",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.load(open(sft / "run_summary.json"))
+    assert summary["rl_holdout_rows"] == users
+    # sid_seq makes one example per kept row: the train rows less one per user
+    assert summary["metrics"]["num_train_examples"] == len(small_data.splits["train"]) - users
+    assert json.load(open(sft / "config.json"))["sidrec_rl_holdout"] is True
+
+    grpo = {"data_dir": small_data_dir, "model_name_or_path": sft, "max_steps": 1, "eval_strategy": "no"}
+    r = recipe("grpo", "recipes/demo/grpo.yaml", **grpo, output_dir=tmp_path / "g", rl_rows="holdout",
+               max_train_rows="null", early_stopping_patience="null")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.load(open(tmp_path / "g" / "run_summary.json"))["metrics"]["num_prompts"] == users
+    # the demo GRPO recipe cuts the train rows (max_train_rows): refused with holdout rows
+    r = recipe("grpo", "recipes/demo/grpo.yaml", **grpo, output_dir=tmp_path / "g2", rl_rows="holdout",
+               max_train_rows=64, early_stopping_patience="null")  # fmt: skip
+    assert r.returncode == 2 and "unset max_train_rows" in r.stderr and "Traceback" not in r.stderr

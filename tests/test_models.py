@@ -35,7 +35,15 @@ def test_checkpoint_metadata_round_trips_through_a_saved_checkpoint(tiny_model, 
     saved = json.load(open(tmp_path / "config.json"))
     assert saved["sidrec_prompt_style"] == "compact" and saved["sidrec_history_items"] == 3
     assert CheckpointMetadata.from_checkpoint(str(tmp_path)) == CheckpointMetadata("compact", 3)
-    assert CheckpointMetadata.from_model(tiny_model).as_dict() == {"prompt_style": "compact", "history_items": 3}
+    assert CheckpointMetadata.from_model(tiny_model).as_dict() == {
+        "prompt_style": "compact",
+        "history_items": 3,
+        "rl_holdout": False,
+    }
+    CheckpointMetadata("compact", 3, rl_holdout=True).save_to(tiny_model)
+    tiny_model.save_pretrained(tmp_path)
+    assert json.load(open(tmp_path / "config.json"))["sidrec_rl_holdout"] is True
+    assert CheckpointMetadata.from_checkpoint(str(tmp_path)).rl_holdout is True
     with pytest.raises(UserError, match="prompt_style must be one of"):
         CheckpointMetadata("chatty", None)
     with pytest.raises(UserError, match="history_items must be at least 1"):

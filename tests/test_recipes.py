@@ -326,7 +326,7 @@ def test_sft_bad_input_is_one_line_no_traceback(tmp_path, args, message, small_d
 def test_grpo_bad_input_is_one_line_no_traceback(tmp_path, args, message, small_data_dir):
     r = recipe(
         "grpo", "recipes/demo/grpo.yaml", *args,
-        data_dir=small_data_dir, output_dir=tmp_path / "o", model_name_or_path=tmp_path / "unused",
+        data_dir=small_data_dir, output_dir=tmp_path / "o", model_name_or_path=tmp_path,  # a folder: no load
     )  # fmt: skip
     assert r.returncode == 2, r.stderr[-2000:]
     assert message in r.stderr and "Traceback" not in r.stderr

@@ -11,6 +11,8 @@ from sidrec.data.tasks import RL_TASKS, check_task_names, rl_task_names
 from sidrec.errors import UserError
 from sidrec.rewards import NEEDS_BEAM_RANK, PRESETS, REWARDS, get_reward_funcs
 
+RL_ROWS = ("train", "holdout")
+
 
 @dataclass
 class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
@@ -39,6 +41,21 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
             "the masked-out mass, not a mismatch (docs/VLLM.md)."
         },
     )
+    rl_rows: str = field(
+        default="train",
+        metadata={
+            "help": "Which rows prompt GRPO: train (the train split, cut by max_train_rows) or holdout (each user's "
+            "latest train row, which an SFT checkpoint trained with rl_holdout: true never saw; max_train_rows unset)."
+        },
+    )
+    ranking_eval_train_rows: int = field(
+        default=0,
+        metadata={
+            "help": "Also rank this many of GRPO's own prompt rows (drawn with ranking_eval_seed) at each evaluation, "
+            "logged as eval_train_hr@K / eval_train_ndcg@K beside valid's: how the target's rank moves on the "
+            "prompts GRPO trains on. 0: none. Never used to choose the checkpoint."
+        },
+    )
     max_prompt_tokens: int = field(
         default=512, metadata={"help": "Prompt token budget; the oldest history items are dropped to fit."}
     )
@@ -51,6 +68,10 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
                 f"reward(s) {sorted(NEEDS_BEAM_RANK.intersection(rewards))} rank completions by beam score; sampled "
                 "rollouts (beam_search: false) have no rank: use beam_search: true or reward_funcs: [rule]"
             )
+        if self.rl_rows not in RL_ROWS:
+            raise UserError(f"rl_rows must be one of {', '.join(RL_ROWS)}, got {self.rl_rows!r}")
+        if self.ranking_eval_train_rows < 0:
+            raise UserError(f"ranking_eval_train_rows must be >= 0, got {self.ranking_eval_train_rows}")
         if self.rollout_batch_size < 1:
             raise UserError("rollout_batch_size must be positive")
         if self.use_vllm and self.beam_search:

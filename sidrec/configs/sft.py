@@ -41,6 +41,14 @@ class SidrecSFTConfig(SidrecTrainingMixin, SFTConfig):
             "histories the same way."
         },
     )
+    rl_holdout: bool = field(
+        default=False,
+        metadata={
+            "help": "Hold each user's latest train row out of every SFT task and leave it to GRPO (rl_rows: holdout): "
+            "prompts the SFT model has not fitted. Recorded in the checkpoint; needs the whole train split "
+            "(max_train_rows unset)."
+        },
+    )
     early_stopping_patience: int | None = field(
         default=3,
         metadata={

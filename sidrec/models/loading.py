@@ -221,7 +221,9 @@ def prepare_sft_model(training_args, model_args, catalog, examples):
         logger.info("%d SID token embeddings initialised from the items' text", n)
     if training_args.freeze_llm:
         freeze_all_but_new_tokens(model, new_ids)
-    CheckpointMetadata(training_args.prompt_style, training_args.history_items).save_to(model)
+    CheckpointMetadata(training_args.prompt_style, training_args.history_items, training_args.rl_holdout).save_to(
+        model
+    )
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("model: %s, %.2fM parameters, vocab %d", type(model).__name__, n_params / 1e6, len(tokenizer))
     return model, tokenizer

@@ -24,6 +24,7 @@ class CheckpointMetadata:
         prompt_style (`str`): The prompt layout SFT trained with (MiniOneRec's for checkpoints that record none).
         history_items (`int`, *optional*): How many of each user's most recent history items the prompts showed
             (None: the whole history, also for checkpoints that record none).
+        rl_holdout (`bool`): Whether SFT held each user's latest train row out for GRPO (`sidrec.data.holdout`).
 
     Example:
         >>> from transformers import PretrainedConfig
@@ -32,13 +33,14 @@ class CheckpointMetadata:
         >>> config.sidrec_prompt_style, config.sidrec_history_items
         ('compact', 2)
         >>> CheckpointMetadata.from_config(config)
-        CheckpointMetadata(prompt_style='compact', history_items=2)
+        CheckpointMetadata(prompt_style='compact', history_items=2, rl_holdout=False)
         >>> CheckpointMetadata.from_config(PretrainedConfig())  # a checkpoint that records nothing
-        CheckpointMetadata(prompt_style='minionerec', history_items=None)
+        CheckpointMetadata(prompt_style='minionerec', history_items=None, rl_holdout=False)
     """
 
     prompt_style: str = DEFAULT_PROMPT_STYLE
     history_items: int | None = None
+    rl_holdout: bool = False
 
     def __post_init__(self):
         check_prompt_style(self.prompt_style)
