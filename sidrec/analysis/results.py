@@ -14,95 +14,16 @@ users carry paired-bootstrap standard errors (`sidrec.analysis.bootstrap`) when 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
 
 from sidrec.analysis.bootstrap import KS, file_differences, seeds_summary
+from sidrec.analysis.plots import load_json, make_plots
 from sidrec.analysis.report import metrics_table, per_level_tables
 from sidrec.atomic_io import atomic_write_text
 
 STAGES = (("SFT", "sft", "eval_sft"), ("RL (GRPO)", "grpo", "eval_grpo"))
-
-
-def _load(path: str):
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def log_history(train_dir: str) -> list[dict]:
-    """The Trainer's log history (trainer_state.json in the output_dir, else in its last checkpoint)."""
-    state = _load(os.path.join(train_dir, "trainer_state.json"))
-    if state is None and os.path.isdir(train_dir):
-        ckpts = sorted(
-            (d for d in os.listdir(train_dir) if d.startswith("checkpoint-")), key=lambda d: int(d.split("-")[1])
-        )
-        state = _load(os.path.join(train_dir, ckpts[-1], "trainer_state.json")) if ckpts else None
-    return (state or {}).get("log_history", [])
-
-
-def _save(fig, path: str) -> str:
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
-
-
-def make_plots(run_dir: str, rows: Mapping[str, Mapping]) -> list[str]:
-    """Loss / eval-loss / reward curves, HR@K and NDCG@K curves per stage, per-level accuracy bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = os.path.join(run_dir, "plots")
-    os.makedirs(out_dir, exist_ok=True)
-    paths = []
-    curves = [
-        ("sft", "loss", "SFT train loss"),
-        ("sft", "eval_loss", "SFT eval loss (valid, sid_seq)"),
-        ("grpo", "reward", "GRPO mean reward"),
-        ("grpo", "rewards/rule/mean", "GRPO rule reward (mean per completion)"),
-    ]
-    present = [(d, k, t) for d, k, t in curves if any(k in e for e in log_history(os.path.join(run_dir, d)))]
-    if present:
-        fig, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 3), squeeze=False)
-        for ax, (d, key, title) in zip(axes[0], present, strict=True):
-            pts = [(e["step"], e[key]) for e in log_history(os.path.join(run_dir, d)) if key in e]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 30 else None)
-            ax.set_title(title, fontsize=9)
-            ax.set_xlabel("step")
-        paths.append(_save(fig, os.path.join(out_dir, "training_curves.png")))
-        plt.close(fig)
-    if rows:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-        for name, m in rows.items():
-            ks = sorted(int(k[3:]) for k in m if k.startswith("HR@"))
-            for ax, metric in zip(axes, ("HR", "NDCG"), strict=True):
-                ax.plot(ks, [m[f"{metric}@{k}"] for k in ks], marker="o", label=name)
-                ax.set_xscale("log")
-                ax.set_xticks(ks, [str(k) for k in ks])
-                ax.set_title(f"{metric}@K")
-        axes[0].legend(fontsize=8)
-        paths.append(_save(fig, os.path.join(out_dir, "hr_ndcg_at_k.png")))
-        plt.close(fig)
-    leveled = {n: m for n, m in rows.items() if "per_level" in m}
-    if leveled:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-        for ax, k in zip(axes, ("1", "10"), strict=True):
-            width = 0.8 / len(leveled)
-            for j, (name, m) in enumerate(leveled.items()):
-                cum = m["per_level"]["cumulative"]
-                ax.bar([i + j * width for i in range(len(cum))], [v[k] for v in cum.values()], width, label=name)
-                ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cum))], list(cum))
-            ax.set_title(f"cumulative level accuracy at K={k}")
-        axes[0].legend(fontsize=8)
-        paths.append(_save(fig, os.path.join(out_dir, "per_level.png")))
-        plt.close(fig)
-    return paths
 
 
 def versus_baseline(
@@ -138,7 +59,7 @@ def versus_baseline(
 
 
 def _summary_metrics(run_dir: str, train: str) -> dict:
-    return (_load(os.path.join(run_dir, train, "run_summary.json")) or {}).get("metrics") or {}
+    return (load_json(os.path.join(run_dir, train, "run_summary.json")) or {}).get("metrics") or {}
 
 
 def _valid_evals(run_dir: str, train: str) -> tuple[str | None, list[dict]]:
@@ -212,14 +133,14 @@ def write_results(run_dir: str, command: str = "") -> str:
     """Collect the run's metrics into RESULTS.md (atomically); returns its path."""
     rows, walls = {}, {}
     for name, train, ev in STAGES:
-        metrics = _load(os.path.join(run_dir, ev, "metrics.json"))
+        metrics = load_json(os.path.join(run_dir, ev, "metrics.json"))
         if metrics is not None:
             rows[name] = metrics
         for d in (train, ev):
-            summary = _load(os.path.join(run_dir, d, "run_summary.json"))
+            summary = load_json(os.path.join(run_dir, d, "run_summary.json"))
             if summary:
                 walls[d] = summary.get("wall_time_s", {}).get("total")
-    baselines = _load(os.path.join(run_dir, "baselines.json")) or {}
+    baselines = load_json(os.path.join(run_dir, "baselines.json")) or {}
     all_rows = {**rows, **{f"baseline: {k}": v for k, v in baselines.get("metrics", {}).items()}}
     plots = make_plots(run_dir, all_rows)
     lines = ["# Results", ""]
@@ -280,12 +201,12 @@ def compare_indexes(runs: Mapping[str, str]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, run_dir in runs.items():
-        record = _load(os.path.join(run_dir, "pipeline.json")) or {}
+        record = load_json(os.path.join(run_dir, "pipeline.json")) or {}
         catalog = load_catalog(find_files(record["data_dir"], record["category"], ()))
         items = len(catalog.items)
         shared = items - len(catalog.vocab)
         for name, _, ev in STAGES:
-            m = _load(os.path.join(run_dir, ev, "metrics.json"))
+            m = load_json(os.path.join(run_dir, ev, "metrics.json"))
             if m is None:
                 continue
             cum = m["per_level"]["cumulative"]
@@ -301,15 +222,17 @@ def seeds_report(run_dirs: Sequence[str]) -> str:
     test value and the mean ± sd (ddof=1) over the runs, which differ only in their seed (``scripts/run_seeds.sh``)."""
     stages: dict[str, dict[str, Mapping]] = {}
     for d in run_dirs:
-        seed = (_load(os.path.join(d, "pipeline.json")) or {}).get("seed")
+        seed = (load_json(os.path.join(d, "pipeline.json")) or {}).get("seed")
         label = f"{os.path.basename(os.path.normpath(d))} (seed {seed})"
-        rows = {n: m for n, _, ev in STAGES if (m := _load(os.path.join(d, ev, "metrics.json"))) is not None}
+        rows = {n: m for n, _, ev in STAGES if (m := load_json(os.path.join(d, ev, "metrics.json"))) is not None}
         for n, m in rows.items():
             stages.setdefault(n, {})[label] = m
         reported = final_model(d, rows)[0]
         if reported:
             stages.setdefault("The reported model (chosen on valid)", {})[f"{label}: {reported}"] = rows[reported]
-        transition = (_load(os.path.join(d, "baselines.json")) or {}).get("metrics", {}).get("last-item transition")
+        transition = (
+            (load_json(os.path.join(d, "baselines.json")) or {}).get("metrics", {}).get("last-item transition")
+        )
         if transition:
             stages.setdefault("Last-item transition baseline", {})[label] = transition
     return seeds_summary(stages)
