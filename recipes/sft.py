@@ -36,13 +36,13 @@ def main():
             raise UserError("average_checkpoints averages full-model checkpoints; it cannot be used with use_peft")
         # Data first: every input error surfaces before a model is built.
         data = run.load_data(("train", "valid"))
-        # Every prompt (the tasks, the valid loss, the ranking) shows the history window that GRPO and eval will.
         train_src, valid_src = data.paths.splits["train"], data.paths.splits["valid"]
         # rl_holdout: each user's latest train row is left to GRPO (sidrec.data.holdout).
         data.splits["train"], held_out = sft_rows(
             data.splits["train"], args.rl_holdout, script_args.max_train_rows, train_src
         )
         run.summary.data["rl_holdout_rows"] = held_out
+        # Every prompt (the tasks, the valid loss, the ranking) shows the history window that GRPO and eval will.
         data.splits = {split: last_history(rows, args.history_items) for split, rows in data.splits.items()}
         examples = build_tasks(
             args.sft_tasks, data.splits["train"], data.catalog, train_src, script_args.max_description_words,
