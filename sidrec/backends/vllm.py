@@ -26,6 +26,7 @@ import os
 from collections.abc import Sequence
 
 import torch
+import vllm
 from tqdm.auto import tqdm
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
@@ -199,8 +200,6 @@ class VllmRanker:
 
     def describe(self) -> dict:
         """The engine that ranked, for ``run_summary.json``."""
-        import vllm
-
         dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
         return {"ranker": "vllm", "engine": f"vllm {vllm.__version__} {type(self.llm.llm_engine).__name__}",
                 "vllm_dtype": dtype}  # fmt: skip
@@ -258,8 +257,6 @@ def prepare_rollouts(args, sid_trie: SidTrie, beam_search: bool) -> str:
         raise UserError(
             "use_vllm: true samples rollouts on vLLM; set beam_search: false (beam search runs on the trainer's model)"
         )
-    import vllm
-
     os.makedirs(args.output_dir, exist_ok=True)
     path = write_trie_file(sid_trie, os.path.abspath(os.path.join(args.output_dir, "sid_trie.json")))
     extra = {**((args.generation_kwargs or {}).get("extra_args") or {}), TRIE_ARG: path}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sidrec.backends import BACKENDS
 from sidrec.decoding import DECODERS
 from sidrec.errors import UserError
 from sidrec.metrics import DEFAULT_KS
@@ -86,8 +87,8 @@ class EvalConfig:
             raise UserError(f"split must be test, valid or train, got {self.split!r}")
         if self.decoder not in DECODERS:
             raise UserError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
-        if self.backend not in ("hf", "vllm"):
-            raise UserError(f"backend must be hf or vllm, got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise UserError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.num_beams < 1 or self.batch_size < 1:
             raise UserError("num_beams and batch_size must be positive")
         if self.max_samples is not None and self.max_samples < 1:
