@@ -28,6 +28,15 @@ from sidrec.trainers import SidGRPOTrainer
 logger = logging.getLogger("sidrec.grpo")
 
 
+def model_rewards(args, catalog, histories) -> dict:
+    """The rewards that score with a trained model, built from their config fields (`MODEL_REWARDS`)."""
+    if not args.cf_model:
+        return {}
+    from sidrec.models.seqrec import CFReward
+
+    return {"cf": CFReward(args.cf_model, histories, {item.sid: item_id for item_id, item in catalog.items.items()})}
+
+
 def main():
     script_args, args, model_args = parse_config(
         TrlParser((SidrecScriptArguments, SidrecGRPOConfig, SidrecModelConfig))
@@ -46,6 +55,8 @@ def main():
             data.splits["train"], args.rl_rows, checkpoint.metadata.rl_holdout, script_args.max_train_rows,
             data.paths.splits["train"],
         )  # fmt: skip
+        # The cf reward's recommender reads each GRPO row's whole history (the LLM's prompt may show fewer items).
+        cf_histories = [r.history_item_ids for r in data.splits["train"]]
         data.splits = {split: checkpoint.cut_history(rows) for split, rows in data.splits.items()}
         run.summary.data["history_items"] = checkpoint.metadata.history_items
         examples = build_tasks(
@@ -70,7 +81,7 @@ def main():
             patience = args.early_stopping_patience
             trainer = SidGRPOTrainer(
                 model=model,
-                reward_funcs=get_reward_funcs(args.reward_funcs),
+                reward_funcs=get_reward_funcs(args.reward_funcs, model_rewards(args, data.catalog, cf_histories)),
                 args=args,
                 train_dataset=train_ds,
                 eval_dataset=ranking.as_dataset() if ranking else None,

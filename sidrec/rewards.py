@@ -15,6 +15,9 @@ from sidrec.sid import SID_TOKEN_RE
 
 REWARDS: dict[str, Callable[..., list[float]]] = {}
 PRESETS = {"ranking": ["rule", "ndcg_rule"], "rule": ["rule"]}
+# Rewards that score with a trained model, built by the recipe from the config field named here (not pure functions):
+# ``cf`` is `sidrec.models.seqrec.CFReward`, a trained SASRec/GRU4Rec's probability of the completion's item.
+MODEL_REWARDS = {"cf": "cf_model"}
 
 
 def register(name: str):
@@ -128,12 +131,33 @@ def ndcg_rule_reward(
     return out
 
 
-def get_reward_funcs(names: Sequence[str]) -> list[Callable[..., list[float]]]:
-    """The reward functions for ``names`` (a preset name such as ``ranking`` expands to its members)."""
+def expand_reward_names(names: Sequence[str]) -> list[str]:
+    """``names`` with presets expanded, each once, in order; an unknown name fails.
+
+    Example:
+        >>> expand_reward_names(["ranking", "prefix", "rule"])
+        ['rule', 'ndcg_rule', 'prefix']
+    """
     expanded: list[str] = []
     for name in names:
         expanded.extend(PRESETS.get(name, [name]))
-    unknown = [n for n in expanded if n not in REWARDS]
+    unknown = [n for n in expanded if n not in REWARDS and n not in MODEL_REWARDS]
     if unknown or not expanded:
-        raise UserError(f"unknown reward(s) {unknown or names}; known: {sorted(REWARDS)}, presets: {sorted(PRESETS)}")
-    return [REWARDS[n] for n in dict.fromkeys(expanded)]
+        raise UserError(
+            f"unknown reward(s) {unknown or list(names)}; known: {sorted([*REWARDS, *MODEL_REWARDS])}, "
+            f"presets: {sorted(PRESETS)}"
+        )
+    return list(dict.fromkeys(expanded))
+
+
+def get_reward_funcs(
+    names: Sequence[str], built: dict[str, Callable[..., list[float]]] | None = None
+) -> list[Callable[..., list[float]]]:
+    """The reward functions for ``names`` (`expand_reward_names`); a model reward (`MODEL_REWARDS`) is taken from
+    ``built``, where the recipe put it."""
+    built = built or {}
+    expanded = expand_reward_names(names)
+    missing = [n for n in expanded if n in MODEL_REWARDS and n not in built]
+    if missing:
+        raise UserError(f"reward {missing[0]} scores with a trained model: set {MODEL_REWARDS[missing[0]]}")
+    return [built[n] if n in MODEL_REWARDS else REWARDS[n] for n in expanded]

@@ -43,6 +43,7 @@ LAYERS = {
         "sidrec.models.loading",
         "sidrec.models.averaging",
         "sidrec.models.standin",
+        "sidrec.models.seqrec",
         "sidrec.patches",
     ],
     "ranking and run records": [

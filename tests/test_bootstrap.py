@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from sidrec.analysis.baselines import SASRecConfig, run_baselines, write_baselines
+from sidrec.analysis.baselines import SeqBaselineConfig, run_baselines, write_baselines
 from sidrec.analysis.bootstrap import (
     differences,
     mean_sd,
@@ -199,7 +199,7 @@ def test_results_md_shows_paired_standard_errors(tmp_path):
 
 
 def test_baselines_keep_their_rankings(tmp_path, small_data_dir, small_data):
-    result = run_baselines(small_data_dir, "Synthetic", SASRecConfig(hidden=16, epochs=2, patience=2))
+    result = run_baselines(small_data_dir, "Synthetic", [SeqBaselineConfig(hidden=16, max_epochs=2, patience=2)])
     test = small_data.splits["test"]
     for name, records in result["predictions"].items():
         assert [(r["user_id"], r["target"]) for r in records] == [(r.user_id, r.item_sid) for r in test]
@@ -215,7 +215,12 @@ def test_baselines_keep_their_rankings(tmp_path, small_data_dir, small_data):
         "last-item transition": "baselines/last-item-transition.jsonl",
         "SASRec": "baselines/sasrec.jsonl",
     }
-    assert saved["metrics"] == result["metrics"] and saved["sasrec_log"] == result["sasrec_log"]
+    assert saved["metrics"] == result["metrics"] and saved["neural"] == result["neural"]
+    assert saved["models"] == {"SASRec": "baselines/sasrec.pt"}
+    from sidrec.models.seqrec import load_seqrec
+
+    model, index, cfg = load_seqrec(str(out.parent / "baselines" / "sasrec.pt"))
+    assert cfg.hidden == 16 and set(index) == set(small_data.catalog.items)
     lines = open(out.parent / "baselines" / "last-item-transition.jsonl").read().splitlines()
     assert [json.loads(line) for line in lines] == result["predictions"]["last-item transition"]
     assert sorted(os.listdir(out.parent)) == ["baselines", "baselines.json"]  # no temporary files left

@@ -1,15 +1,19 @@
-"""Baselines (most-popular, last-item transition, SASRec) and the RESULTS.md writer."""
+"""Baselines (most-popular, last-item transition, SASRec, GRU4Rec) and the RESULTS.md writer."""
 
 import json
 import os
 
+import pytest
+import torch
+
 from sidrec.analysis.baselines import (
-    SASRecConfig,
+    SASRec,
+    SeqBaselineConfig,
     last_item_transition,
     most_popular,
-    rank_sasrec,
+    rank_seq_baseline,
     score_rankings,
-    train_sasrec,
+    train_seq_baseline,
 )
 from sidrec.analysis.results import write_results
 from sidrec.atomic_io import atomic_write_json
@@ -19,15 +23,45 @@ from sidrec.data.synthetic import SyntheticConfig, make_synthetic_dataset
 from .helpers import tool
 
 
-def test_sasrec_trains_and_beats_random(tmp_path):
+@pytest.mark.parametrize("model", ["sasrec", "gru4rec"])
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+def test_neural_baselines_train_and_beat_random(tmp_path, model, loss):
     # the demo's default synthetic catalog (600 items): random ranking gets HR@10 = 10/600
     data = load_rec_dataset(make_synthetic_dataset(str(tmp_path / "syn"), SyntheticConfig()), "Synthetic")
     train, valid, test = (data.splits[s] for s in ("train", "valid", "test"))
-    cfg = SASRecConfig(hidden=32, epochs=6, patience=6, lr=3e-3)
-    model, index, log = train_sasrec(train, valid, data.catalog, cfg, show_progress=False)
+    cfg = SeqBaselineConfig(model=model, loss=loss, hidden=32, max_epochs=8, patience=8, lr=1e-2, batch_size=128)
+    net, index, log = train_seq_baseline(train, valid, data.catalog, cfg, show_progress=False)
     assert log["epochs"][-1]["loss"] < log["epochs"][0]["loss"]
-    m = score_rankings(rank_sasrec(model, index, test, cfg.max_len), test, data.catalog)
+    m = score_rankings(rank_seq_baseline(net, index, test, cfg.max_len), test, data.catalog)
     assert m["HR@10"] > 5 * 10 / len(data.catalog.vocab) and m["invalid"] == 0
+    # the kept model is the best epoch's: ranking valid again gives the best logged valid metric
+    again = score_rankings(rank_seq_baseline(net, index, valid, cfg.max_len), valid, data.catalog)["NDCG@20"]
+    assert (
+        again
+        == max(e["valid_NDCG@20"] for e in log["epochs"])
+        == log["epochs"][log["best_epoch"] - 1]["valid_NDCG@20"]
+    )
+
+
+def test_neural_baselines_stop_after_patience_epochs_without_a_better_valid(tmp_path):
+    # lr 0: the model never changes, so epoch 1 stays best and training stops after 1 + (patience + 1) epochs
+    data = load_rec_dataset(make_synthetic_dataset(str(tmp_path / "syn"), SyntheticConfig()), "Synthetic")
+    train, valid = data.splits["train"], data.splits["valid"]
+    cfg = SeqBaselineConfig(lr=0.0, weight_decay=0.0, dropout=0.0, patience=3, max_epochs=50)
+    _, _, log = train_seq_baseline(train, valid, data.catalog, cfg, show_progress=False)
+    assert log["best_epoch"] == 1 and len(log["epochs"]) == 5
+
+
+def test_sasrec_reads_only_the_history_before_each_position():
+    # causal attention: the score of a history does not depend on anything after its last item, and right padding
+    # with the true length gives the same scores as the unpadded history
+    cfg = SeqBaselineConfig(dropout=0.0, max_len=6)
+    torch.manual_seed(0)
+    net = SASRec(20, cfg).eval()
+    seq = torch.tensor([[3, 5, 7, 0, 0, 0], [3, 5, 7, 9, 11, 2]])
+    out = net(seq, torch.tensor([3, 3]))
+    assert torch.allclose(out[0], out[1], atol=1e-6)
+    assert not torch.allclose(net(seq, torch.tensor([3, 6]))[1], out[1])
 
 
 def test_heuristic_baselines_on_a_hand_case():

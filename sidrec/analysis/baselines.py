@@ -1,4 +1,4 @@
-"""Non-LLM baselines on the same split and metrics: most-popular, last-item transition, and SASRec.
+"""Non-LLM baselines on the same split and metrics: most-popular, last-item transition, SASRec and GRU4Rec.
 
 Each ranks catalog items for every test row; the ranked items are mapped to their SIDs (items sharing a SID count
 once) and scored with `sidrec.metrics.compute_metrics`, exactly as the LLM's beam-search lists are. Each baseline's
@@ -13,7 +13,6 @@ import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 from sidrec.atomic_io import atomic_dir, atomic_write_json, atomic_write_text
 from sidrec.data.minionerec import Catalog, Interaction
 from sidrec.metrics import compute_metrics
+from sidrec.models.seqrec import NEURAL_MODELS, SeqBaselineConfig, build_seqrec, encode_histories, save_seqrec
 
 logger = logging.getLogger(__name__)
 
@@ -70,120 +70,84 @@ def last_item_transition(train: Sequence[Interaction], rows: Sequence[Interactio
     return out
 
 
-@dataclass
-class SASRecConfig:
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 2
-    dropout: float = 0.2
-    max_len: int = 10
-    lr: float = 1e-3
-    batch_size: int = 128
-    epochs: int = 60
-    patience: int = 5
-    seed: int = 42
-
-
-class SASRec(nn.Module):
-    """Self-attentive sequential recommendation (Kang & McAuley, 2018): causal transformer over item embeddings,
-    next-item logits against the (shared) item embedding table. Item 0 is padding."""
-
-    def __init__(self, num_items: int, cfg: SASRecConfig):
-        super().__init__()
-        self.items = nn.Embedding(num_items + 1, cfg.hidden, padding_idx=0)
-        self.positions = nn.Embedding(cfg.max_len, cfg.hidden)
-        layer = nn.TransformerEncoderLayer(
-            cfg.hidden, cfg.heads, 2 * cfg.hidden, cfg.dropout, batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(cfg.hidden)
-        self.dropout = nn.Dropout(cfg.dropout)
-
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """``seq`` `[B, T]` left-padded item indices -> logits `[B, T, num_items + 1]` for the next item."""
-        pos = torch.arange(seq.shape[1], device=seq.device)
-        # padding positions are zeroed (the original's timeline mask) rather than masked out of attention, so no
-        # query row is ever fully masked
-        x = self.dropout(self.items(seq) + self.positions(pos)) * (seq != 0).unsqueeze(-1)
-        causal = nn.Transformer.generate_square_subsequent_mask(seq.shape[1], device=seq.device)
-        h = self.norm(self.encoder(x, mask=causal, is_causal=True))
-        return h @ self.items.weight.T
-
-
-def _pad_left(seqs: list[list[int]], length: int) -> torch.Tensor:
-    out = torch.zeros(len(seqs), length, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        s = s[-length:]
-        if s:
-            out[i, length - len(s) :] = torch.tensor(s)
-    return out
-
-
-def train_sasrec(
+def train_seq_baseline(
     train: Sequence[Interaction],
     valid: Sequence[Interaction],
     catalog: Catalog,
-    cfg: SASRecConfig | None = None,
+    cfg: SeqBaselineConfig | None = None,
     show_progress: bool = True,
-) -> tuple[SASRec, dict[str, int], dict]:
-    """Train on every position of the train sequences (history + target), early-stopped on valid HR@10.
+) -> tuple[nn.Module, dict[str, int], dict]:
+    """Train ``cfg.model`` on the train rows, early-stopped on valid ``cfg.select_metric``.
 
-    Returns the best model, the item -> index map, and a log (per-epoch loss and valid HR@10, best epoch).
+    Returns the best epoch's model, the item -> index map (1-based; 0 is padding), and a log: per-epoch loss and
+    valid metric, the best epoch, the epochs run.
     """
-    cfg = cfg or SASRecConfig()
+    cfg = cfg or SeqBaselineConfig()
     torch.manual_seed(cfg.seed)
     index = {item: i + 1 for i, item in enumerate(sorted(catalog.items))}
-    seqs = [[index[i] for i in (*r.history_item_ids, r.item_id)] for r in train]
-    full = _pad_left(seqs, cfg.max_len + 1)
-    inputs, labels = full[:, :-1], full[:, 1:]
-    model = SASRec(len(index), cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    seq, lengths = encode_histories([r.history_item_ids for r in train], index, cfg.max_len)
+    targets = torch.tensor([index[r.item_id] for r in train])
+    model = build_seqrec(len(index), cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-8, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    best, best_state, bad, log = -1.0, None, 0, {"epochs": []}
-    for epoch in tqdm(range(cfg.epochs), desc="SASRec", disable=not show_progress):
+    best, best_state, bad, log = -1.0, None, 0, {"epochs": [], "select_metric": cfg.select_metric}
+    bar = tqdm(range(cfg.max_epochs), desc=cfg.name, disable=not show_progress)
+    for epoch in bar:
         model.train()
         total = 0.0
-        for batch in torch.randperm(len(inputs), generator=gen).split(cfg.batch_size):
-            logits = model(inputs[batch])
-            loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels[batch].flatten(), ignore_index=0)
+        for batch in torch.randperm(len(seq), generator=gen).split(cfg.batch_size):
+            logits = model(seq[batch], lengths[batch])
+            target = targets[batch]
+            if cfg.loss == "ce":
+                logits[:, 0] = float("-inf")
+                loss = nn.functional.cross_entropy(logits, target)
+            else:
+                # one negative per row, uniform over the other items: draw from 1..n-1 and step over the target
+                neg = torch.randint(1, len(index), (len(batch),), generator=gen)
+                neg = neg + (neg >= target).long()
+                pos_neg = torch.cat([logits.gather(1, target[:, None]), logits.gather(1, neg[:, None])])
+                labels = torch.cat([torch.ones(len(batch), 1), torch.zeros(len(batch), 1)])
+                loss = nn.functional.binary_cross_entropy_with_logits(pos_neg, labels)
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item() * len(batch)
-        hr = score_rankings(rank_sasrec(model, index, valid, cfg.max_len), valid, catalog)["HR@10"]
-        log["epochs"].append({"epoch": epoch + 1, "loss": total / len(inputs), "valid_HR@10": hr})
-        if hr > best:
-            best, bad, best_state = hr, 0, {k: v.clone() for k, v in model.state_dict().items()}
+        value = score_rankings(rank_seq_baseline(model, index, valid, cfg.max_len), valid, catalog)[cfg.select_metric]
+        log["epochs"].append({"epoch": epoch + 1, "loss": total / len(seq), f"valid_{cfg.select_metric}": value})
+        bar.set_postfix({f"valid {cfg.select_metric}": f"{value:.4f}"})
+        if value > best:
+            best, bad, best_state = value, 0, {k: v.clone() for k, v in model.state_dict().items()}
             log["best_epoch"] = epoch + 1
         else:
             bad += 1
-            if bad >= cfg.patience:
+            if bad > cfg.patience:
                 break
     model.load_state_dict(best_state)
     return model, index, log
 
 
 @torch.no_grad()
-def rank_sasrec(model: SASRec, index: dict[str, int], rows: Sequence[Interaction], max_len: int, k: int = 60):
+def rank_seq_baseline(model: nn.Module, index: dict[str, int], rows: Sequence[Interaction], max_len: int, k: int = 60):
     """Top-``k`` items per row (padding excluded), best first."""
     model.eval()
     items = {v: i for i, v in index.items()}
     out = []
-    for start in range(0, len(rows), 512):
-        chunk = rows[start : start + 512]
-        seq = _pad_left([[index[i] for i in r.history_item_ids] for r in chunk], max_len)
-        logits = model(seq)[:, -1]
+    for start in range(0, len(rows), 1024):
+        seq, lengths = encode_histories([r.history_item_ids for r in rows[start : start + 1024]], index, max_len)
+        logits = model(seq, lengths)
         logits[:, 0] = float("-inf")
         top = logits.topk(min(k, logits.shape[-1] - 1), dim=-1).indices.tolist()
         out.extend([[items[j] for j in row] for row in top])
     return out
 
 
-def run_baselines(data_dir: str, category: str, sasrec: SASRecConfig | None = None) -> dict:
-    """Most-popular, last-item transition and SASRec on the test split.
+def run_baselines(data_dir: str, category: str, neural: Sequence[SeqBaselineConfig] | None = None) -> dict:
+    """Most-popular, last-item transition, and the neural baselines (default: MiniOneRec's SASRec and GRU4Rec
+    settings, `SeqBaselineConfig`) on the test split.
 
-    Returns ``{"metrics": {...}, "sasrec_config": ..., "sasrec_log": ..., "predictions": {...}}``; ``predictions``
-    holds each baseline's records for `write_baselines`: per test row, in split order, ``user_id``, ``target`` and
+    Returns ``{"metrics": {...}, "neural": {name: {"config", "log"}}, "predictions": {...}, "models": {...}}``;
+    ``models`` holds each neural baseline's ``(model, index, config)`` for `write_baselines`; ``predictions`` holds
+    each baseline's records for `write_baselines`: per test row, in split order, ``user_id``, ``target`` and
     ``predictions`` (the top-50 SIDs, best first, as scored; no ``scores``: a baseline ranks, it does not score).
     """
     from sidrec.data import load_rec_dataset
@@ -194,9 +158,13 @@ def run_baselines(data_dir: str, category: str, sasrec: SASRecConfig | None = No
         "most-popular": [most_popular(train, data.catalog)] * len(test),
         "last-item transition": last_item_transition(train, test, data.catalog),
     }
-    cfg = sasrec or SASRecConfig()
-    model, index, log = train_sasrec(train, valid, data.catalog, cfg)
-    rankings["SASRec"] = rank_sasrec(model, index, test, cfg.max_len)
+    neural = neural if neural is not None else [SeqBaselineConfig(model=m) for m in NEURAL_MODELS]
+    records, models = {}, {}
+    for cfg in neural:
+        model, index, log = train_seq_baseline(train, valid, data.catalog, cfg)
+        rankings[cfg.name] = rank_seq_baseline(model, index, test, cfg.max_len)
+        records[cfg.name] = {"config": vars(cfg), "log": log}
+        models[cfg.name] = (model, index, cfg)
     metrics = {name: score_rankings(r, test, data.catalog) for name, r in rankings.items()}
     predictions = {
         name: [
@@ -205,22 +173,34 @@ def run_baselines(data_dir: str, category: str, sasrec: SASRecConfig | None = No
         ]
         for name, r in rankings.items()
     }
-    return {"metrics": metrics, "sasrec_config": vars(cfg), "sasrec_log": log, "predictions": predictions}
+    return {"metrics": metrics, "neural": records, "predictions": predictions, "models": models}
 
 
 def write_baselines(result: dict, out: str) -> str:
     """Write ``run_baselines``' result: each baseline's predictions into the folder named after ``out`` (``x.json``
     -> ``x/<baseline>.jsonl``, one folder replaced as a whole), then ``out`` (JSON) with ``predictions`` naming those
-    files relative to its own folder. ``out`` is written last, so one that exists has its predictions."""
+    files relative to its own folder, and each neural baseline's model as ``<baseline>.pt`` beside them (`models`
+    names them; GRPO's ``cf`` reward loads one). ``out`` is written last, so one that exists has its predictions."""
     folder = os.path.splitext(out)[0]
     folder = folder if folder != out else out + "_predictions"
     records = result["predictions"]
     paths = {name: f"{name.replace(' ', '-').lower()}.jsonl" for name in records}
+    models = result.get("models", {})
+    model_paths = {name: f"{name.lower()}.pt" for name in models}
     with atomic_dir(folder) as tmp:
         for name, rows in records.items():
             atomic_write_text(os.path.join(tmp, paths[name]), "".join(json.dumps(r) + "\n" for r in rows))
+        for name, (model, index, cfg) in models.items():
+            save_seqrec(os.path.join(tmp, model_paths[name]), model, index, cfg)
     base = os.path.basename(folder)
-    atomic_write_json(out, {**result, "predictions": {name: f"{base}/{p}" for name, p in paths.items()}})
+    atomic_write_json(
+        out,
+        {
+            **{k: v for k, v in result.items() if k != "models"},
+            "predictions": {name: f"{base}/{p}" for name, p in paths.items()},
+            "models": {name: f"{base}/{p}" for name, p in model_paths.items()},
+        },
+    )
     return out
 
 
@@ -231,10 +211,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--category", required=True)
     parser.add_argument("--out", required=True, help="JSON file to write (the predictions go to a folder beside it)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=1, help="the neural baselines' seed (MiniOneRec's default: 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = run_baselines(args.data_dir, args.category, SASRecConfig(seed=args.seed))
+    result = run_baselines(
+        args.data_dir, args.category, [SeqBaselineConfig(model=m, seed=args.seed) for m in NEURAL_MODELS]
+    )
     write_baselines(result, args.out)
     for name, m in result["metrics"].items():
         logger.info("%s: HR@10=%.4f NDCG@10=%.4f", name, m["HR@10"], m["NDCG@10"])

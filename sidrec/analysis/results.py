@@ -177,10 +177,11 @@ def write_results(run_dir: str, command: str = "") -> str:
         lines += ["Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in walls.items() if v), ""]
     for name, m in rows.items():
         lines += [f"## Per-level analysis: {name}", "", per_level_tables(m["per_level"]), ""]
-    if baselines.get("sasrec_log"):
-        log = baselines["sasrec_log"]
+    for name, record in (baselines.get("neural") or {}).items():
+        log = record["log"]
         lines += [
-            f"SASRec: best epoch {log.get('best_epoch')} of {len(log['epochs'])} (early-stopped on valid HR@10).",
+            f"{name}: best epoch {log.get('best_epoch')} of {len(log['epochs'])} (early-stopped on valid "
+            f"{log.get('select_metric')}).",
             "",
         ]
     if plots:

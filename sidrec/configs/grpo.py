@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
@@ -9,7 +10,7 @@ from trl import GRPOConfig
 from sidrec.configs.common import SidrecTrainingMixin
 from sidrec.data.tasks import RL_TASKS, check_task_names, rl_task_names
 from sidrec.errors import UserError
-from sidrec.rewards import NEEDS_BEAM_RANK, PRESETS, REWARDS, get_reward_funcs
+from sidrec.rewards import MODEL_REWARDS, NEEDS_BEAM_RANK, PRESETS, REWARDS, expand_reward_names
 
 RL_ROWS = ("train", "holdout")
 
@@ -25,7 +26,8 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
     reward_funcs: list[str] = field(
         default_factory=lambda: ["ranking"],
         metadata={
-            "help": f"Rewards by name, any of {sorted(REWARDS)}, or a preset {sorted(PRESETS)} (ranking = rule + ndcg_rule)."
+            "help": f"Rewards by name, any of {sorted([*REWARDS, *MODEL_REWARDS])}, or a preset {sorted(PRESETS)} "
+            "(ranking = rule + ndcg_rule). cf needs cf_model."
         },
     )
     beam_search: bool = field(
@@ -39,6 +41,13 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
             "help": "TRL's correction for the vLLM/trainer mismatch. Off, and refused with use_vllm: vLLM's sampling "
             "log-probs are of the SID-masked distribution, the trainer's of the full vocabulary, so their ratio is "
             "the masked-out mass, not a mismatch (docs/VLLM.md)."
+        },
+    )
+    cf_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "For the cf reward: a sequential recommender saved by sidrec-baselines (<run>/baselines/sasrec.pt "
+            "or gru4rec.pt), trained on the same catalog; the reward is its probability of the rollout's item."
         },
     )
     rl_rows: str = field(
@@ -62,7 +71,14 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
 
     def __post_init__(self):
         check_task_names(self.rl_tasks, rl_task_names(), "rl_tasks")  # GRPO prompts must have SID answers
-        rewards = [f.__name__ for f in get_reward_funcs(self.reward_funcs)]  # unknown names fail at launch
+        rewards = expand_reward_names(self.reward_funcs)  # unknown names fail at launch
+        if "cf" in rewards and not (self.cf_model and os.path.isfile(self.cf_model)):
+            raise UserError(
+                f"reward cf scores rollouts with a trained recommender: cf_model {self.cf_model!r} is not a file "
+                "(run sidrec-baselines and pass <run>/baselines/sasrec.pt)"
+            )
+        if self.cf_model and "cf" not in rewards:
+            raise UserError(f"cf_model is set but reward_funcs {self.reward_funcs} has no cf")
         if not self.beam_search and NEEDS_BEAM_RANK.intersection(rewards):
             raise UserError(
                 f"reward(s) {sorted(NEEDS_BEAM_RANK.intersection(rewards))} rank completions by beam score; sampled "

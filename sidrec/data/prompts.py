@@ -60,6 +60,7 @@ class PromptExample:
     source: str = ""  # "file, row N" or "item ID", for error messages
     style: str = DEFAULT_PROMPT_STYLE
     history_sep: str = ", "
+    row: int = 0  # the 1-based CSV row of a row task's example (0: a catalog task's); GRPO's cf reward reads it
 
     def user_text(self, drop: int = 0) -> str:
         """The user input with the history (minus its ``drop`` oldest entries) filled in."""
@@ -94,7 +95,7 @@ def fit_to_length(examples: Sequence[PromptExample], tokenizer, max_length: int 
     TRL truncates from the right, which would cut the answer; histories are trimmed from the left instead.
 
     Returns:
-        `list[dict]`: records with ``prompt``, ``completion``, ``task`` and ``target_sid``.
+        `list[dict]`: records with ``prompt``, ``completion``, ``task``, ``target_sid`` and ``row``.
 
     Raises:
         PromptTooLongError: When an example does not fit even with one history entry left.
@@ -122,7 +123,7 @@ def fit_to_length(examples: Sequence[PromptExample], tokenizer, max_length: int 
                 max_length,
             )
     return [
-        {"prompt": p, "completion": ex.completion, "task": ex.task, "target_sid": ex.target_sid}
+        {"prompt": p, "completion": ex.completion, "task": ex.task, "target_sid": ex.target_sid, "row": ex.row}
         for p, ex in zip(prompts, examples, strict=True)
     ]
 
@@ -132,11 +133,12 @@ def _lengths(tokenizer, texts: list[str]) -> list[int]:
 
 
 def to_rl_dataset(records: Sequence[dict]):
-    """A `datasets.Dataset` of GRPO prompts (``prompt``, ``target_sid``): the records whose answer is a SID."""
+    """A `datasets.Dataset` of GRPO prompts (``prompt``, ``target_sid``, ``row``): the records whose answer is a SID.
+    ``row`` (the prompt's 1-based row of GRPO's rows, 0 for a catalog task) reaches the reward functions."""
     from datasets import Dataset
 
     keep = [r for r in records if r["completion"] == r["target_sid"]]
-    return Dataset.from_dict({"prompt": [r["prompt"] for r in keep], "target_sid": [r["target_sid"] for r in keep]})
+    return Dataset.from_dict({key: [r.get(key, 0) for r in keep] for key in ("prompt", "target_sid", "row")})
 
 
 def to_hf_dataset(records: Sequence[dict]):

@@ -146,6 +146,7 @@ def build_row_task(
             source=f"{source}, row {i}",
             style=style,
             history_sep=sep,
+            row=i,
         )
         for i, r in enumerate(rows, start=1)
         if task.keep is None or task.keep(r)
