@@ -212,10 +212,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--category", required=True)
     parser.add_argument("--out", required=True, help="JSON file to write (the predictions go to a folder beside it)")
     parser.add_argument("--seed", type=int, default=1, help="the neural baselines' seed (MiniOneRec's default: 1)")
+    parser.add_argument(
+        "--loss", choices=("bce", "ce"), default="bce", help="the neural baselines' loss (MiniOneRec's default: bce)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = run_baselines(
-        args.data_dir, args.category, [SeqBaselineConfig(model=m, seed=args.seed) for m in NEURAL_MODELS]
+        args.data_dir,
+        args.category,
+        [SeqBaselineConfig(model=m, seed=args.seed, loss=args.loss) for m in NEURAL_MODELS],
     )
     write_baselines(result, args.out)
     for name, m in result["metrics"].items():
