@@ -342,3 +342,21 @@ def test_run_seeds_runs_the_pipeline_per_seed_and_summarises(tmp_path, small_dat
     hr1 = [json.load(open(f"{prefix}-seed{s}/eval_sft/metrics.json"))["HR@1"] for s in (1, 2)]
     mean_row = next(line for line in sft.splitlines() if line.startswith("| mean ± sd"))
     assert mean_row.startswith(f"| mean ± sd | {sum(hr1) / 2:.4f} ± {abs(hr1[0] - hr1[1]) / math.sqrt(2):.4f} |")
+
+
+def test_two_sid_indexes_are_compared_user_by_user_each_against_its_own_target():
+    from sidrec.analysis.bootstrap import paired_differences
+
+    # the same two users under two SID indexes: A (index 1) hits user 1 at rank 0 and misses user 2; B (index 2) hits
+    # user 2 at rank 1 and misses user 1. HR@1: A 1/2, B 0 -> +0.5; HR@3: 1/2 - 1/2 = 0; NDCG@3: (1 - 1/log2(3)) / 2
+    a = [{"user_id": "u1", "target": "<a_1>", "predictions": ["<a_1>", "<a_2>"]},
+         {"user_id": "u2", "target": "<a_3>", "predictions": ["<a_2>", "<a_1>"]}]  # fmt: skip
+    b = [{"user_id": "u1", "target": "<a_9>", "predictions": ["<a_1>", "<a_2>"]},
+         {"user_id": "u2", "target": "<a_8>", "predictions": ["<a_1>", "<a_8>"]}]  # fmt: skip
+    with pytest.raises(ValueError, match="row 0 is user u1 -> <a_1> in one, u1 -> <a_9> in the other"):
+        paired_differences(a, b, ks=(1, 3))
+    d = paired_differences(a, b, ks=(1, 3), across_indexes=True)
+    assert d["HR@1"][0] == pytest.approx(0.5) and d["HR@3"][0] == pytest.approx(0.0)
+    assert d["NDCG@3"][0] == pytest.approx((1 - 1 / math.log2(3)) / 2)
+    with pytest.raises(ValueError, match="row 1 is user u2"):
+        paired_differences(a, [b[0], {**b[1], "user_id": "u7"}], ks=(1,), across_indexes=True)

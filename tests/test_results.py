@@ -7,8 +7,6 @@ import pytest
 import torch
 
 from sidrec.analysis.baselines import (
-    SASRec,
-    SeqBaselineConfig,
     last_item_transition,
     most_popular,
     rank_seq_baseline,
@@ -19,6 +17,7 @@ from sidrec.analysis.results import write_results
 from sidrec.atomic_io import atomic_write_json
 from sidrec.data import load_rec_dataset
 from sidrec.data.synthetic import SyntheticConfig, make_synthetic_dataset
+from sidrec.models.seqrec import SASRec, SeqBaselineConfig
 
 from .helpers import tool
 

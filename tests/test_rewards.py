@@ -118,7 +118,7 @@ def test_cf_reward_reads_the_history(tmp_path):
         loaded(torch.tensor([h + [0] * (4 - len(h))]), torch.tensor([len(h)]))[0, 1:].softmax(-1)[1]
         for h in ([1], [1, 3])
     ]
-    assert (a, b) == pytest.approx([float(p) for p in probs]) and a != pytest.approx(b)
+    assert (a, b) == pytest.approx([float(p.detach()) for p in probs]) and a != pytest.approx(b)
 
 
 def test_cf_reward_refuses_a_recommender_of_another_catalog(tmp_path):

@@ -94,6 +94,7 @@ def differences(
     ks: Sequence[int] = KS,
     n_resamples: int = 1000,
     seed: int = 0,
+    baseline_targets: Sequence[str] | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Model minus baseline on every HR@K and NDCG@K, with paired-bootstrap standard errors over users.
 
@@ -102,6 +103,8 @@ def differences(
     Args:
         model_preds, baseline_preds: Per user, each ranking's SIDs (best first), the users in the same order.
         targets: Per user, the SID of the next item.
+        baseline_targets: The baseline's targets when they are other SIDs of the same items (two SID indexes of one
+            catalog); default ``targets``.
 
     Returns:
         ``{"HR@K": (difference, standard error), "NDCG@K": ...}``.
@@ -111,7 +114,8 @@ def differences(
         >>> d["HR@1"][0], d["NDCG@1"][0]
         (0.5, 0.5)
     """
-    a, b = per_user_metrics(model_preds, targets, ks), per_user_metrics(baseline_preds, targets, ks)
+    b_targets = targets if baseline_targets is None else baseline_targets
+    a, b = per_user_metrics(model_preds, targets, ks), per_user_metrics(baseline_preds, b_targets, ks)
     diffs = np.stack([a[key] - b[key] for key in a], axis=1)
     ses = _bootstrap_se(diffs, n_resamples, seed)
     return {key: (float(diffs[:, j].mean()), float(ses[j])) for j, key in enumerate(a)}
@@ -129,9 +133,11 @@ def paired_differences(
     ks: Sequence[int] = KS,
     n_resamples: int = 1000,
     seed: int = 0,
+    across_indexes: bool = False,
 ) -> dict[str, tuple[float, float]]:
     """`differences` of two ``predictions.jsonl`` record lists, which must hold the same users with the same targets
-    in the same order (raises ValueError naming the first that differs).
+    in the same order (raises ValueError naming the first that differs). With ``across_indexes`` the two rank under
+    different SID indexes of one catalog: only the users must agree, and each list is scored against its own target.
 
     Example:
         >>> a = [{"user_id": "u1", "target": "t", "predictions": ["t"]}, {"user_id": "u2", "target": "t",
@@ -142,14 +148,15 @@ def paired_differences(
     if len(model) != len(baseline):
         raise ValueError(f"{len(model)} users against {len(baseline)}")
     for i, (x, y) in enumerate(zip(model, baseline, strict=True)):
-        if (x["user_id"], x["target"]) != (y["user_id"], y["target"]):
+        if x["user_id"] != y["user_id"] or (not across_indexes and x["target"] != y["target"]):
             raise ValueError(
                 f"row {i} is user {x['user_id']} -> {x['target']} in one, {y['user_id']} -> {y['target']} in the other"
             )
     targets = [r["target"] for r in model]
     return differences(
-        [r["predictions"] for r in model], [r["predictions"] for r in baseline], targets, ks, n_resamples, seed
-    )
+        [r["predictions"] for r in model], [r["predictions"] for r in baseline], targets, ks, n_resamples, seed,
+        [r["target"] for r in baseline],
+    )  # fmt: skip
 
 
 def file_differences(run_dir: str, a: str | None, b: str | None) -> tuple[dict | None, str]:
@@ -229,13 +236,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("baseline", help="predictions.jsonl of what it is compared with (B), same users and order")
     parser.add_argument("--ks", type=int, nargs="+", default=list(KS))
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument(
+        "--across_indexes",
+        action="store_true",
+        help="A and B rank under different SID indexes of one catalog (e.g. two SID methods): pair by user only, and "
+        "score each against its own target",
+    )
     args = parser.parse_args(argv)
     for path in (args.model, args.baseline):
         if not os.path.isfile(path):
             raise SystemExit(f"error: {path}: no such file")
     a, b = read_predictions(args.model), read_predictions(args.baseline)
     try:
-        diffs = paired_differences(a, b, args.ks, args.resamples, seed=0)
+        diffs = paired_differences(a, b, args.ks, args.resamples, seed=0, across_indexes=args.across_indexes)
     except ValueError as e:
         raise SystemExit(f"error: {args.model} and {args.baseline} do not rank the same users: {e}") from None
     print(f"A = {args.model}\nB = {args.baseline}\n")
