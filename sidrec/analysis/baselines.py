@@ -99,7 +99,6 @@ def train_seq_baseline(
             logits = model(seq[batch], lengths[batch])
             target = targets[batch]
             if cfg.loss == "ce":
-                logits[:, 0] = float("-inf")
                 loss = nn.functional.cross_entropy(logits, target)
             else:
                 # one negative per row, uniform over the other items: draw from 1..n-1 and step over the target
@@ -135,7 +134,6 @@ def rank_seq_baseline(model: nn.Module, index: dict[str, int], rows: Sequence[In
     for start in range(0, len(rows), 1024):
         seq, lengths = encode_histories([r.history_item_ids for r in rows[start : start + 1024]], index, max_len)
         logits = model(seq, lengths)
-        logits[:, 0] = float("-inf")
         top = logits.topk(min(k, logits.shape[-1] - 1), dim=-1).indices.tolist()
         out.extend([[items[j] for j in row] for row in top])
     return out

@@ -138,7 +138,7 @@ def to_rl_dataset(records: Sequence[dict]):
     from datasets import Dataset
 
     keep = [r for r in records if r["completion"] == r["target_sid"]]
-    return Dataset.from_dict({key: [r.get(key, 0) for r in keep] for key in ("prompt", "target_sid", "row")})
+    return Dataset.from_dict({key: [r[key] for r in keep] for key in ("prompt", "target_sid", "row")})
 
 
 def to_hf_dataset(records: Sequence[dict]):

@@ -55,6 +55,12 @@ class SeqBaselineConfig:
         return {"sasrec": "SASRec", "gru4rec": "GRU4Rec"}[self.model]
 
 
+def item_scores(head: nn.Linear, state: torch.Tensor) -> torch.Tensor:
+    """Next-item scores `[B, n + 1]` from the states `[B, hidden]`; the padding item's column is -inf, so a softmax,
+    a top-k or a cross-entropy over the row never picks it."""
+    return head(state).index_fill(1, torch.tensor([0], device=state.device), float("-inf"))
+
+
 class SASRec(nn.Module):
     """Self-attentive sequential recommendation (Kang & McAuley, 2018) in MiniOneRec's baseline form: one causal
     attention block with one head over right-padded histories; item 0 is padding, scores cover items 1..n."""
@@ -74,7 +80,8 @@ class SASRec(nn.Module):
         self.head = nn.Linear(cfg.hidden, num_items + 1)
 
     def forward(self, seq: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``seq`` `[B, T]` right-padded item indices, ``lengths`` `[B]` (>= 1) -> next-item scores `[B, n + 1]`."""
+        """``seq`` `[B, T]` right-padded item indices, ``lengths`` `[B]` (>= 1) -> next-item scores `[B, n + 1]`
+        (`item_scores`: the padding item at -inf)."""
         mask = (seq != 0).unsqueeze(-1).float()
         x = self.dropout(self.items(seq) + self.positions(torch.arange(seq.shape[1], device=seq.device))) * mask
         q = self.ln_attn(x)
@@ -83,7 +90,7 @@ class SASRec(nn.Module):
         h = self.ln_ff(h)
         h = self.ln_out((h + self.ff_dropout(self.ff(h))) * mask)
         last = h[torch.arange(len(seq), device=seq.device), lengths - 1]
-        return self.head(last)
+        return item_scores(self.head, last)
 
 
 class GRU4Rec(nn.Module):
@@ -102,7 +109,7 @@ class GRU4Rec(nn.Module):
             self.items(seq), lengths.cpu(), batch_first=True, enforce_sorted=False
         )
         _, hidden = self.gru(packed)
-        return self.head(hidden[-1])
+        return item_scores(self.head, hidden[-1])
 
 
 def pad_right(seqs: list[list[int]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,9 +184,7 @@ class CFReward:
         if not todo:
             return out
         seq, lengths = encode_histories([self.histories[row[i] - 1] for i in todo], self.index, self.cfg.max_len)
-        logits = self.model(seq, lengths)
-        logits[:, 0] = float("-inf")
-        probs = logits.softmax(-1)
+        probs = self.model(seq, lengths).softmax(-1)
         for j, i in enumerate(todo):
             item = self.sid_to_item.get("".join(SID_TOKEN_RE.findall(completions[i])))
             if item is not None:
