@@ -360,3 +360,64 @@ def test_two_sid_indexes_are_compared_user_by_user_each_against_its_own_target()
     assert d["NDCG@3"][0] == pytest.approx((1 - 1 / math.log2(3)) / 2)
     with pytest.raises(ValueError, match="row 1 is user u2"):
         paired_differences(a, [b[0], {**b[1], "user_id": "u7"}], ks=(1,), across_indexes=True)
+
+
+def write_index_eval(root, name, split, data_dir, predictions, metrics, model):
+    """An evaluation dir as `recipes/evaluate.py` leaves it: its run summary, metrics and predictions."""
+    run = root / f"{name}-{split}"
+    cfg = {"SidrecScriptArguments": {"data_dir": str(data_dir), "category": "Toy"}, "EvalConfig": {"split": split}}
+    cfg["SidrecModelConfig"] = {"model_name_or_path": str(model)}
+    atomic_write_json(str(run / "run_summary.json"), {"status": "ok", "config": cfg})
+    atomic_write_json(str(run / "metrics.json"), metrics)
+    atomic_write_text(str(run / "predictions.jsonl"), "".join(json.dumps(p) + "\n" for p in predictions))
+    return str(run)
+
+
+def test_sid_methods_report_on_a_hand_case(tmp_path):
+    from sidrec.analysis.results import sid_methods_report
+    from sidrec.errors import UserError
+
+    # Index A (made elsewhere: diagnostics from its codes alone): items 1, 2, 3 = (0,0,0), (0,1,0), (1,0,0).
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_index = {"1": ["<a_0>", "<b_0>", "<c_0>"], "2": ["<a_0>", "<b_1>", "<c_0>"], "3": ["<a_1>", "<b_0>", "<c_0>"]}
+    atomic_write_json(str(a_dir / "index" / "Toy.index.json"), a_index)
+    # Index B, built by sidrec-build-sids: its diagnostics file is read as is.
+    diag = {"method": "rq_vae", "items": 3, "collisions_before_resolution": 4, "collisions_after_resolution": 0}
+    diag |= {"reconstruction_mse": 0.25, "wall_time_s": {"method": 1.5}}
+    diag["levels"] = [{"codes_used": 3, "perplexity": 3.0, "largest_prefix_group": 1}] * 3
+    atomic_write_json(str(b_dir / "index" / "Toy.sid_diagnostics.json"), diag)
+    for model, seconds in (("sft_a", 600.4), ("sft_b", 700.0)):
+        atomic_write_json(str(tmp_path / model / "run_summary.json"), {"wall_time_s": {"total": seconds}})
+    t_a1, t_a3, t_b1, t_b3 = "<a_0><b_0><c_0>", "<a_1><b_0><c_0>", "<a_5><b_5><c_5>", "<a_6><b_6><c_6>"
+    # A: user 1 hit at rank 1, user 2 at rank 3. B: user 1 at rank 2, user 2 missed.
+    preds_a = [
+        {"user_id": "u1", "target": t_a1, "predictions": [t_a1, "x"]},
+        {"user_id": "u2", "target": t_a3, "predictions": ["x", "y", t_a3]},
+    ]
+    preds_b = [
+        {"user_id": "u1", "target": t_b1, "predictions": ["x", t_b1]},
+        {"user_id": "u2", "target": t_b3, "predictions": ["x", "y", "z"]},
+    ]
+    # Test metrics, by hand: A HR@1 (1+0)/2, HR@3 1, NDCG@3 (1 + 1/log2(4))/2; B 0, 0.5, (1/log2(3))/2.
+    m_a = {"HR@1": 0.5, "HR@3": 1.0, "NDCG@3": 0.75}
+    m_b = {"HR@1": 0.0, "HR@3": 0.5, "NDCG@3": 0.31546}
+    runs = {
+        "published": [
+            write_index_eval(tmp_path, "a", "valid", a_dir, preds_a, {"NDCG@10": 0.1234}, tmp_path / "sft_a"),
+            write_index_eval(tmp_path, "a", "test", a_dir, preds_a, m_a, tmp_path / "sft_a"),
+        ],
+        "rq_vae": [write_index_eval(tmp_path, "b", "test", b_dir, preds_b, m_b, tmp_path / "sft_b")],
+    }
+    text = sid_methods_report(runs, ks=(1, 3))
+    lines = text.splitlines()
+    # Diagnostics: A's L1 codes are used 2:1, perplexity exp(H(2/3, 1/3)) = 1.89 -> 2; largest L1 group 2 items.
+    assert "| published | — | — → 0 | — | 2 / 2 / 1 | 2 / 2 / 1 | 2 / 1 |" in lines
+    assert "| rq_vae | 1.5 | 4 → 0 | 0.250 | 3 / 3 / 3 | 3 / 3 / 3 | 1 / 1 |" in lines
+    assert "| index | SFT s | valid NDCG@10 | test HR@1 | test HR@3 | test NDCG@3 |" in lines
+    assert "| published | 600 | 0.1234 | 0.5000 | 1.0000 | 0.7500 |" in lines
+    # B - A per user: HR@1 (-1, 0), HR@3 (0, -1), NDCG@3 (0.6309 - 1, -0.5): means -0.5, -0.5, -0.4345.
+    row = next(line for line in lines if line.startswith("| rq_vae | 700 | — |"))
+    assert "0.0000 (-0.5000 ± " in row and "0.5000 (-0.5000 ± " in row and "0.3155 (-0.4345 ± " in row
+    assert "over the 2 test users" in text
+    with pytest.raises(UserError, match="rq_vae: no test evaluation"):
+        sid_methods_report({"published": runs["published"], "rq_vae": [runs["published"][0]]})

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from sidrec.atomic_io import atomic_dir, atomic_write_json
-from sidrec.run.summary import redact
+from sidrec.run.summary import redact, redact_argv
 
 
 def test_summary_redacts_secrets():
@@ -13,6 +13,26 @@ def test_summary_redacts_secrets():
     assert out["TrainingArguments"]["hub_token"] == "<redacted>" and out["TrainingArguments"]["learning_rate"] == 1.0
     assert out["TrainingArguments"]["nested"][0]["api_key"] == "<redacted>"
     assert "hf_secret" not in str(out)
+
+
+def test_summary_keeps_token_counts_and_special_tokens():
+    # Settings whose names contain "token" are not secrets: the run record keeps them (they were redacted before).
+    cfg = {
+        "GRPOConfig": {"max_prompt_tokens": 64, "average_tokens_across_devices": True, "pad_token": "<|endoftext|>"},
+        "ModelArguments": {"token": "hf_abc", "use_auth_token": "hf_def"},
+    }
+    out = redact(cfg)
+    assert out["GRPOConfig"] == cfg["GRPOConfig"]
+    assert out["ModelArguments"] == {"token": "<redacted>", "use_auth_token": "<redacted>"}
+    argv = ["grpo.py", "--max_prompt_tokens", "64", "--token", "hf_abc", "--hub-token=hf_x"]
+    assert redact_argv(argv) == [
+        "grpo.py",
+        "--max_prompt_tokens",
+        "64",
+        "--token",
+        "<redacted>",
+        "--hub-token=<redacted>",
+    ]
 
 
 def test_atomic_write_keeps_old_file_on_crash(tmp_path, monkeypatch):

@@ -3,12 +3,15 @@
     sidrec-results RUN_DIR [--command "the command that made the run"] [--final-metrics]
     sidrec-results --compare "MiniOneRec index=results/tiny-cpu" "sidrec SIDs=results/tiny-cpu-oursids"
     sidrec-results --seeds results/tiny-cpu-seed1 results/tiny-cpu-seed2 --out results/tiny-cpu-seeds.md
+    sidrec-results --sid_methods published=runs/p-valid,runs/p-test rq_vae=runs/v-valid,runs/v-test
 
 RUN_DIR is what ``scripts/run_pipeline.sh`` fills: ``sft/`` ``eval_sft/`` ``grpo/`` ``eval_grpo/`` (recipe
 outputs) and ``baselines.json`` (+ ``baselines/``). Missing stages are left out. Plots go to ``RUN_DIR/plots/``. The
 model reported against the baselines is chosen on valid (`final_model`). Differences between two rankings of the test
 users carry paired-bootstrap standard errors (`sidrec.analysis.bootstrap`) when both kept their predictions.
 ``--seeds`` summarises runs that differ only in their seed (``scripts/run_seeds.sh``): mean ± sd over seeds.
+``--sid_methods`` compares SID indexes of one catalog (`sid_methods_report`): their diagnostics, and test HR/NDCG with
+paired-bootstrap standard errors against the first.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from sidrec.analysis.bootstrap import KS, file_differences, seeds_summary
 from sidrec.analysis.plots import load_json, make_plots
 from sidrec.analysis.report import metrics_table, per_level_tables
 from sidrec.atomic_io import atomic_write_text
+from sidrec.errors import UserError
 
 STAGES = (("SFT", "sft", "eval_sft"), ("RL (GRPO)", "grpo", "eval_grpo"))
 
@@ -218,6 +222,119 @@ def compare_indexes(runs: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _config_value(summary: Mapping, key: str):
+    """A setting from a ``run_summary.json``'s config, whichever of the run's config classes holds it."""
+    for section in summary.get("config", {}).values():
+        if isinstance(section, Mapping) and key in section:
+            return section[key]
+    raise KeyError(key)
+
+
+def _index_diagnostics(data_dir: str, category: str) -> dict:
+    """A SID index's diagnostics: its build's ``sid_diagnostics.json`` (`sidrec-build-sids`), or, for an index made
+    elsewhere (MiniOneRec's published one), what its codes alone tell (no build time, reconstruction or collisions
+    before resolution)."""
+    import numpy as np
+
+    from sidrec.codebook.diagnostics import codes_used, collisions, largest_prefix_group, perplexity
+
+    built = load_json(os.path.join(data_dir, "index", f"{category}.sid_diagnostics.json"))
+    if built is not None:
+        return built
+    index = load_json(os.path.join(data_dir, "index", f"{category}.index.json"))
+    if index is None:
+        raise UserError(f"{data_dir}: no index/{category}.index.json")
+    codes = np.array([[int(tok.rsplit("_", 1)[1].rstrip(">")) for tok in sid] for sid in index.values()])
+    return {
+        "method": "published",
+        "items": len(codes),
+        "collisions_after_resolution": collisions(codes),
+        "levels": [
+            {"codes_used": u, "perplexity": round(p, 3), "largest_prefix_group": g}
+            for u, p, g in zip(codes_used(codes), perplexity(codes), largest_prefix_group(codes), strict=True)
+        ],
+    }
+
+
+def _read_eval(eval_dir: str) -> dict:
+    summary = load_json(os.path.join(eval_dir, "run_summary.json"))
+    metrics = load_json(os.path.join(eval_dir, "metrics.json"))
+    predictions = os.path.join(eval_dir, "predictions.jsonl")
+    if summary is None or metrics is None or not os.path.isfile(predictions):
+        raise UserError(
+            f"{eval_dir}: not a finished evaluation (needs run_summary.json, metrics.json, predictions.jsonl)"
+        )
+    model = _config_value(summary, "model_name_or_path")
+    train = load_json(os.path.join(model, "run_summary.json")) or {}
+    return {
+        "split": _config_value(summary, "split"),
+        "data_dir": _config_value(summary, "data_dir"),
+        "category": _config_value(summary, "category"),
+        "metrics": metrics,
+        "predictions": predictions,
+        "train_s": train.get("wall_time_s", {}).get("total"),
+    }
+
+
+def sid_methods_report(runs: Mapping[str, Sequence[str]], ks: Sequence[int] = KS) -> str:
+    """Markdown comparing SID indexes of one catalog, each with the same recipe: ``{label: [eval dirs]}``, the
+    evaluations (`recipes/evaluate.py` output dirs, valid and/or test) of the model trained on that index. The first
+    label is the baseline.
+
+    Two tables: each index's diagnostics (read from the index its evaluations ranked with), and valid NDCG@10 with
+    test HR@K / NDCG@K, every other index's test difference to the baseline with one standard error of a paired
+    bootstrap over the test users (`paired_differences` with ``across_indexes``: each index's ranking scored against
+    its own target SID; 1,000 resamples, seed 0)."""
+    from sidrec.analysis.bootstrap import paired_differences, read_predictions
+
+    evals = {label: {(e := _read_eval(d))["split"]: e for d in dirs} for label, dirs in runs.items()}
+    for label, by_split in evals.items():
+        if "test" not in by_split:
+            raise UserError(f"{label}: no test evaluation among {', '.join(runs[label])}")
+        if len({(e["data_dir"], e["category"]) for e in by_split.values()}) > 1:
+            raise UserError(f"{label}: its evaluations rank with different indexes")
+    base = next(iter(evals))
+    fmt = lambda v, d=1: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
+    lines = [
+        "| index | method s | collisions before → after | recon. MSE | codes used per level | perplexity per level "
+        "| largest prefix group per level |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, by_split in evals.items():
+        d = _index_diagnostics(by_split["test"]["data_dir"], by_split["test"]["category"])
+        levels = d["levels"]
+        lines.append(
+            f"| {label} | {fmt(d.get('wall_time_s', {}).get('method'))} | "
+            f"{d.get('collisions_before_resolution', '—')} → {d['collisions_after_resolution']} | "
+            f"{fmt(d.get('reconstruction_mse'), 3)} | {' / '.join(str(lv['codes_used']) for lv in levels)} | "
+            f"{' / '.join(str(round(lv['perplexity'])) for lv in levels)} | "
+            f"{' / '.join(str(lv['largest_prefix_group']) for lv in levels[:-1])} |"
+        )
+    keys = [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks if k > 1]
+    base_test = read_predictions(evals[base]["test"]["predictions"])
+    lines += [
+        "",
+        "| index | SFT s | valid NDCG@10 | " + " | ".join(f"test {k}" for k in keys) + " |",
+        "| --- " * (3 + len(keys)) + "|",
+    ]
+    for label, by_split in evals.items():
+        test = by_split["test"]
+        valid = by_split.get("valid", {}).get("metrics", {}).get("NDCG@10")
+        cells = [f"{test['metrics'][k]:.4f}" for k in keys]
+        if label != base:
+            diff = paired_differences(
+                read_predictions(test["predictions"]), base_test, ks=ks, n_resamples=1000, seed=0, across_indexes=True
+            )
+            cells = [f"{c} ({diff[k][0]:+.4f} ± {diff[k][1]:.4f})" for c, k in zip(cells, keys, strict=True)]
+        lines.append(f"| {label} | {fmt(test['train_s'], 0)} | {fmt(valid, 4)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"In brackets: test minus {base}, ± one standard error (paired bootstrap over the {len(base_test)} test users, "
+        "1,000 resamples, seed 0; each index's ranking scored against its own target SID).",
+    ]
+    return "\n".join(lines)
+
+
 def seeds_report(run_dirs: Sequence[str]) -> str:
     """Markdown: per stage (SFT, GRPO, the model each run reports, the transition baseline) and metric, each run's
     test value and the mean ± sd (ddof=1) over the runs, which differ only in their seed (``scripts/run_seeds.sh``)."""
@@ -252,7 +369,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--seeds", nargs="+", metavar="RUN_DIR", help="mean ± sd over run dirs that differ only in their seed"
     )
-    parser.add_argument("--out", help="with --seeds: the markdown file to write (default: print it)")
+    parser.add_argument(
+        "--sid_methods",
+        nargs="+",
+        metavar="LABEL=EVAL_DIR[,EVAL_DIR]",
+        help="compare SID indexes of one catalog: per index, the valid and test evaluations of the model trained on "
+        "it; the first is the baseline",
+    )
+    parser.add_argument("--out", help="with --seeds or --sid_methods: the markdown file to write (default: print it)")
     parser.add_argument(
         "--final-metrics",
         action="store_true",
@@ -262,14 +386,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.compare:
         print(compare_indexes(dict(item.split("=", 1) for item in args.compare)))
         return
-    if args.seeds:
-        text = seeds_report(args.seeds)
+    if args.seeds or args.sid_methods:
+        if args.sid_methods:
+            runs = {label: dirs.split(",") for label, dirs in (item.split("=", 1) for item in args.sid_methods)}
+            try:
+                text = sid_methods_report(runs)
+            except UserError as e:
+                parser.error(str(e))
+        else:
+            text = seeds_report(args.seeds)
         if args.out:
             atomic_write_text(args.out, text)
         print(args.out or text)
         return
     if not args.run_dir:
-        parser.error("give a run_dir (or --compare LABEL=RUN_DIR ..., or --seeds RUN_DIR ...)")
+        parser.error(
+            "give a run_dir (or --compare LABEL=RUN_DIR ..., --seeds RUN_DIR ..., --sid_methods LABEL=EVAL_DIR,EVAL_DIR ...)"
+        )
     path = write_results(args.run_dir, args.command)
     if args.final_metrics:
         rows = {name: True for name, _, ev in STAGES if os.path.isfile(os.path.join(args.run_dir, ev, "metrics.json"))}

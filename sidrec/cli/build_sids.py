@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     write_index(os.path.join(out, "index"), cat, sids, report)
     after = report["after_resolution"]
     logger.info(
-        "%s: %d items, %d distinct SIDs of %d tokens; collisions before resolution %d items (%.2f%%), %d %s; %.1f s",
+        "%s: %d items, %d distinct SIDs of %d tokens; before resolution %d items (%.2f%%) shared a SID: %d collisions "
+        "(items past the first of each shared SID) %s; %.1f s",
         cfg.method, after["items"], after["distinct_sids"], cfg.sid_length,
         report["before_resolution"]["items_sharing_a_sid"], 100 * report["before_resolution"]["collision_rate"],
         report["moved_to_resolve_collisions"],

@@ -14,8 +14,24 @@ from collections.abc import Iterator
 
 from sidrec.atomic_io import atomic_write_json, sha256_file
 
-# Field names whose values never reach disk or logs.
-_SECRET_MARKERS = ("token", "api_key", "password", "secret")
+# Field names whose values never reach disk or logs: any name containing one of these, ...
+_SECRET_MARKERS = ("api_key", "apikey", "password", "secret", "credential")
+# ... and access tokens (``token``, ``hub_token``, ``use_auth_token``), but not token counts or special tokens
+# (``max_prompt_tokens``, ``pad_token``), which are settings a run record must keep.
+_NOT_SECRET_TOKENS = ("pad", "eos", "bos", "unk", "sep", "cls", "mask")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a config field or command-line flag holds a secret.
+
+    Example:
+        >>> [is_secret_name(n) for n in ("hub_token", "token", "wandb_api_key", "max_prompt_tokens", "pad_token")]
+        [True, True, True, False, False]
+    """
+    words = str(name).lower().lstrip("-").replace("-", "_").split("_")
+    if any(m in "_".join(words) for m in _SECRET_MARKERS):
+        return True
+    return words[-1] == "token" and (len(words) == 1 or words[-2] not in _NOT_SECRET_TOKENS)
 
 
 def git_state() -> dict:
@@ -63,10 +79,7 @@ def hardware() -> dict:
 def redact(obj):
     """Drop values of secret-looking keys from nested dicts/lists (configs written to disk)."""
     if isinstance(obj, dict):
-        return {
-            k: ("<redacted>" if any(m in str(k).lower() for m in _SECRET_MARKERS) and v else redact(v))
-            for k, v in obj.items()
-        }
+        return {k: ("<redacted>" if is_secret_name(k) and v else redact(v)) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [redact(v) for v in obj]
     return obj
@@ -87,7 +100,7 @@ def redact_argv(argv: list[str]) -> list[str]:
             hide_next = False
             continue
         flag, eq, _ = word.partition("=")
-        secret = word.startswith("--") and any(m in flag.lower() for m in _SECRET_MARKERS)
+        secret = word.startswith("--") and is_secret_name(flag)
         if secret and eq:
             out.append(f"{flag}=<redacted>")
         else:
