@@ -11,12 +11,21 @@ import tempfile
 from collections.abc import Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename, so readers never see half a file."""
+    """Write ``data`` to ``path`` via a temporary file and a rename, so readers never see half a file.
+
+    The file gets the permissions ``open()`` would give it (0666 less the umask), not the temporary file's 0600."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -39,11 +48,13 @@ def atomic_write_json(path: str, obj) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str) -> Iterator[str]:
-    """Yield a temporary sibling folder that replaces ``path`` only if the block finishes."""
+    """Yield a temporary sibling folder that replaces ``path`` only if the block finishes (with the permissions
+    ``os.makedirs`` would give it, not the temporary folder's 0700)."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.")
     try:
+        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if os.path.exists(path):
             shutil.rmtree(path)

@@ -59,3 +59,20 @@ def test_atomic_dir_appears_whole_or_not_at_all(tmp_path):
     with atomic_dir(str(target)) as tmp:
         open(os.path.join(tmp, "a"), "w").write("x")
     assert os.listdir(target) == ["a"]
+
+
+def test_atomic_outputs_get_the_permissions_open_and_makedirs_give(tmp_path):
+    # mkstemp/mkdtemp create 0600 files and 0700 folders: written data must stay readable by the group as usual.
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(str(tmp_path / "index.json"), {"1": ["<a_1>"]})
+        with atomic_dir(str(tmp_path / "run")) as d:
+            atomic_write_json(os.path.join(d, "metrics.json"), {})
+        os.umask(0o077)
+        atomic_write_json(str(tmp_path / "private.json"), {})
+    finally:
+        os.umask(old)
+    assert oct(os.stat(tmp_path / "index.json").st_mode & 0o777) == "0o644"
+    assert oct(os.stat(tmp_path / "run").st_mode & 0o777) == "0o755"
+    assert oct(os.stat(tmp_path / "run" / "metrics.json").st_mode & 0o777) == "0o644"
+    assert oct(os.stat(tmp_path / "private.json").st_mode & 0o777) == "0o600"
