@@ -408,7 +408,11 @@ def test_sid_methods_report_on_a_hand_case(tmp_path):
         ],
         "rq_vae": [write_index_eval(tmp_path, "b", "test", b_dir, preds_b, m_b, tmp_path / "sft_b")],
     }
-    text = sid_methods_report(runs, ks=(1, 3))
+    with pytest.raises(UserError, match="rq_vae: no .*Toy.index.json to plot"):
+        sid_methods_report(runs, ks=(1, 3), plot=str(tmp_path / "usage.png"))
+    atomic_write_json(str(b_dir / "index" / "Toy.index.json"), {"1": ["<a_3>", "<b_0>", "<c_0>"]})
+    text = sid_methods_report(runs, ks=(1, 3), plot=str(tmp_path / "usage.png"))
+    assert open(tmp_path / "usage.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     lines = text.splitlines()
     # Diagnostics: A's L1 codes are used 2:1, perplexity exp(H(2/3, 1/3)) = 1.89 -> 2; largest L1 group 2 items.
     assert "| published | — | — → 0 | — | 2 / 2 / 1 | 2 / 2 / 1 | 2 / 1 |" in lines

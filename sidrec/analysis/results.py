@@ -276,7 +276,7 @@ def _read_eval(eval_dir: str) -> dict:
     }
 
 
-def sid_methods_report(runs: Mapping[str, Sequence[str]], ks: Sequence[int] = KS) -> str:
+def sid_methods_report(runs: Mapping[str, Sequence[str]], ks: Sequence[int] = KS, plot: str | None = None) -> str:
     """Markdown comparing SID indexes of one catalog, each with the same recipe: ``{label: [eval dirs]}``, the
     evaluations (`recipes/evaluate.py` output dirs, valid and/or test) of the model trained on that index. The first
     label is the baseline.
@@ -284,7 +284,7 @@ def sid_methods_report(runs: Mapping[str, Sequence[str]], ks: Sequence[int] = KS
     Two tables: each index's diagnostics (read from the index its evaluations ranked with), and valid NDCG@10 with
     test HR@K / NDCG@K, every other index's test difference to the baseline with one standard error of a paired
     bootstrap over the test users (`paired_differences` with ``across_indexes``: each index's ranking scored against
-    its own target SID; 1,000 resamples, seed 0)."""
+    its own target SID; 1,000 resamples, seed 0). ``plot``: a PNG of every index's code usage per level, side by side."""
     from sidrec.analysis.bootstrap import paired_differences, read_predictions
 
     evals = {label: {(e := _read_eval(d))["split"]: e for d in dirs} for label, dirs in runs.items()}
@@ -294,6 +294,16 @@ def sid_methods_report(runs: Mapping[str, Sequence[str]], ks: Sequence[int] = KS
         if len({(e["data_dir"], e["category"]) for e in by_split.values()}) > 1:
             raise UserError(f"{label}: its evaluations rank with different indexes")
     base = next(iter(evals))
+    if plot:
+        from sidrec.codebook.diagnostics import plot_code_usage
+
+        indexes = {}
+        for label, by_split in evals.items():
+            path = os.path.join(by_split["test"]["data_dir"], "index", f"{by_split['test']['category']}.index.json")
+            if (index := load_json(path)) is None:
+                raise UserError(f"{label}: no {path} to plot")
+            indexes[label] = list(index.values())
+        plot_code_usage(indexes, plot, f"{by_split['test']['category']}: code usage per SID index")
     fmt = lambda v, d=1: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
     lines = [
         "| index | method s | collisions before → after | recon. MSE | codes used per level | perplexity per level "
@@ -376,6 +386,7 @@ def main(argv: list[str] | None = None) -> None:
         help="compare SID indexes of one catalog: per index, the valid and test evaluations of the model trained on "
         "it; the first is the baseline",
     )
+    parser.add_argument("--plot", help="with --sid_methods: a PNG of every index's code usage per level")
     parser.add_argument("--out", help="with --seeds or --sid_methods: the markdown file to write (default: print it)")
     parser.add_argument(
         "--final-metrics",
@@ -390,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.sid_methods:
             runs = {label: dirs.split(",") for label, dirs in (item.split("=", 1) for item in args.sid_methods)}
             try:
-                text = sid_methods_report(runs)
+                text = sid_methods_report(runs, plot=args.plot)
             except UserError as e:
                 parser.error(str(e))
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -178,20 +179,29 @@ def codebook_report(sids: list[list[str]], codes_per_level: int | list[int]) -> 
     }
 
 
-def plot_code_usage(sids: list[list[str]], path: str, title: str = "") -> None:
-    """A PNG of how many items use each code, one panel per level (codes sorted by use)."""
+def plot_code_usage(sids: list[list[str]] | Mapping[str, list[list[str]]], path: str, title: str = "") -> None:
+    """A PNG of how many items use each code, one panel per level (codes sorted by use). Given ``{label: sids}``
+    (several indexes of one catalog, e.g. one per SID method), each index is a line in every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    levels = len(sids[0])
+    indexes = dict(sids) if isinstance(sids, Mapping) else {"": sids}
+    levels = max(len(next(iter(v))) for v in indexes.values())
     fig, axes = plt.subplots(1, levels, figsize=(4 * levels, 3), squeeze=False)
     for lv in range(levels):
-        counts = sorted(Counter(s[lv] for s in sids).values(), reverse=True)
         ax = axes[0][lv]
-        ax.bar(range(len(counts)), counts, width=1.0)
-        ax.set_title(f"level {lv + 1}: {len(counts)} codes used")
+        for label, index in indexes.items():
+            counts = sorted(Counter(s[lv] for s in index if len(s) > lv).values(), reverse=True)
+            if len(indexes) == 1:
+                ax.bar(range(len(counts)), counts, width=1.0)
+                ax.set_title(f"level {lv + 1}: {len(counts)} codes used")
+            else:
+                ax.step(range(len(counts)), counts, where="mid", label=f"{label} ({len(counts)} codes)")
+                ax.set_yscale("log")
+                ax.set_title(f"level {lv + 1}")
+                ax.legend(fontsize=7)
         ax.set_xlabel("code (sorted by use)")
         ax.set_ylabel("items")
     if title:
