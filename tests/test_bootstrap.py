@@ -397,6 +397,10 @@ def test_sid_methods_report_on_a_hand_case(tmp_path):
             write_index_eval(tmp_path, "a", "test", a_dir, preds_a, m_a, tmp_path / "sft_a"),
         ],
         "rq_vae": [write_index_eval(tmp_path, "b", "test", b_dir, preds_b, m_b, tmp_path / "sft_b")],
+        "rq_vae (valid too)": [
+            write_index_eval(tmp_path, "c", "valid", b_dir, preds_b, {"NDCG@10": 0.0500}, tmp_path / "sft_b"),
+            write_index_eval(tmp_path, "c", "test", b_dir, preds_b, m_b, tmp_path / "sft_b"),
+        ],
     }
     with pytest.raises(UserError, match="rq_vae: no .*Toy.index.json to plot"):
         sid_methods_report(runs, ks=(1, 3), plot=str(tmp_path / "usage.png"))
@@ -412,6 +416,10 @@ def test_sid_methods_report_on_a_hand_case(tmp_path):
     # B - A per user: HR@1 (-1, 0), HR@3 (0, -1), NDCG@3 (0.6309 - 1, -0.5): means -0.5, -0.5, -0.4345.
     row = next(line for line in lines if line.startswith("| rq_vae | 700 | — |"))
     assert "0.0000 (-0.5000 ± " in row and "0.5000 (-0.5000 ± " in row and "0.3155 (-0.4345 ± " in row
+    # Valid NDCG@10 per user, B - A: (1/log2(3) - 1, 0 - 1/log2(4)): mean -0.4345.
+    assert "| rq_vae (valid too) | 700 | 0.0500 (-0.4345 ± " in text
     assert "over the 2 test users" in text
     with pytest.raises(UserError, match="rq_vae: no test evaluation"):
         sid_methods_report({"published": runs["published"], "rq_vae": [runs["published"][0]]})
+    with pytest.raises(UserError, match="rq_vae: its evaluations rank with different indexes"):
+        sid_methods_report({"published": runs["published"], "rq_vae": [runs["published"][0], runs["rq_vae"][0]]})

@@ -282,8 +282,8 @@ def sid_methods_report(runs: Mapping[str, Sequence[str]], ks: Sequence[int] = KS
     label is the baseline.
 
     Two tables: each index's diagnostics (read from the index its evaluations ranked with), and valid NDCG@10 with
-    test HR@K / NDCG@K, every other index's test difference to the baseline with one standard error of a paired
-    bootstrap over the test users (`paired_differences` with ``across_indexes``: each index's ranking scored against
+    test HR@K / NDCG@K, every other index's difference to the baseline with one standard error of a paired bootstrap
+    over the users of the split (`paired_differences` with ``across_indexes``: each index's ranking scored against
     its own target SID; 1,000 resamples, seed 0). ``plot``: a PNG of every index's code usage per level, side by side."""
     from sidrec.analysis.bootstrap import paired_differences, read_predictions
 
@@ -327,20 +327,32 @@ def sid_methods_report(runs: Mapping[str, Sequence[str]], ks: Sequence[int] = KS
         "| index | SFT s | valid NDCG@10 | " + " | ".join(f"test {k}" for k in keys) + " |",
         "| --- " * (3 + len(keys)) + "|",
     ]
+    base_valid = evals[base].get("valid")
     for label, by_split in evals.items():
-        test = by_split["test"]
-        valid = by_split.get("valid", {}).get("metrics", {}).get("NDCG@10")
+        test, valid = by_split["test"], by_split.get("valid")
+        valid_cell = "—" if valid is None else f"{valid['metrics']['NDCG@10']:.4f}"
+        if label != base and valid is not None and base_valid is not None:
+            d, se = paired_differences(
+                read_predictions(valid["predictions"]),
+                read_predictions(base_valid["predictions"]),
+                ks=(10,),
+                n_resamples=1000,
+                seed=0,
+                across_indexes=True,
+            )["NDCG@10"]
+            valid_cell += f" ({d:+.4f} ± {se:.4f})"
         cells = [f"{test['metrics'][k]:.4f}" for k in keys]
         if label != base:
             diff = paired_differences(
                 read_predictions(test["predictions"]), base_test, ks=ks, n_resamples=1000, seed=0, across_indexes=True
             )
             cells = [f"{c} ({diff[k][0]:+.4f} ± {diff[k][1]:.4f})" for c, k in zip(cells, keys, strict=True)]
-        lines.append(f"| {label} | {fmt(test['train_s'], 0)} | {fmt(valid, 4)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {fmt(test['train_s'], 0)} | {valid_cell} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"In brackets: test minus {base}, ± one standard error (paired bootstrap over the {len(base_test)} test users, "
-        "1,000 resamples, seed 0; each index's ranking scored against its own target SID).",
+        f"In brackets: minus {base}, ± one standard error (paired bootstrap over the {len(base_test)} test users, "
+        "and the valid users for valid, 1,000 resamples, seed 0; each index's ranking scored against its own target "
+        "SID).",
     ]
     return "\n".join(lines)
 
