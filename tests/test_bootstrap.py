@@ -421,5 +421,7 @@ def test_sid_methods_report_on_a_hand_case(tmp_path):
     assert "over the 2 test users" in text
     with pytest.raises(UserError, match="rq_vae: no test evaluation"):
         sid_methods_report({"published": runs["published"], "rq_vae": [runs["published"][0]]})
+    with pytest.raises(UserError, match="rq_vae: two test evaluations"):
+        sid_methods_report({"published": runs["published"], "rq_vae": runs["rq_vae"] * 2})
     with pytest.raises(UserError, match="rq_vae: its evaluations rank with different indexes"):
         sid_methods_report({"published": runs["published"], "rq_vae": [runs["published"][0], runs["rq_vae"][0]]})

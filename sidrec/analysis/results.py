@@ -222,12 +222,12 @@ def compare_indexes(runs: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _config_value(summary: Mapping, key: str):
+def _config_value(summary: Mapping, key: str, path: str):
     """A setting from a ``run_summary.json``'s config, whichever of the run's config classes holds it."""
     for section in summary.get("config", {}).values():
         if isinstance(section, Mapping) and key in section:
             return section[key]
-    raise KeyError(key)
+    raise UserError(f"{path}: no {key} in its config")
 
 
 def _index_diagnostics(data_dir: str, category: str) -> dict:
@@ -257,53 +257,43 @@ def _index_diagnostics(data_dir: str, category: str) -> dict:
 
 
 def _read_eval(eval_dir: str) -> dict:
-    summary = load_json(os.path.join(eval_dir, "run_summary.json"))
-    metrics = load_json(os.path.join(eval_dir, "metrics.json"))
+    """One evaluation dir: its split, the index it ranked with, metrics, predictions and its model's training time."""
+    path = os.path.join(eval_dir, "run_summary.json")
+    summary, metrics = load_json(path), load_json(os.path.join(eval_dir, "metrics.json"))
     predictions = os.path.join(eval_dir, "predictions.jsonl")
     if summary is None or metrics is None or not os.path.isfile(predictions):
         raise UserError(
             f"{eval_dir}: not a finished evaluation (needs run_summary.json, metrics.json, predictions.jsonl)"
         )
-    model = _config_value(summary, "model_name_or_path")
-    train = load_json(os.path.join(model, "run_summary.json")) or {}
+    train = load_json(os.path.join(_config_value(summary, "model_name_or_path", path), "run_summary.json")) or {}
     return {
-        "split": _config_value(summary, "split"),
-        "data_dir": _config_value(summary, "data_dir"),
-        "category": _config_value(summary, "category"),
+        "split": _config_value(summary, "split", path),
+        "data_dir": _config_value(summary, "data_dir", path),
+        "category": _config_value(summary, "category", path),
         "metrics": metrics,
         "predictions": predictions,
         "train_s": train.get("wall_time_s", {}).get("total"),
     }
 
 
-def sid_methods_report(runs: Mapping[str, Sequence[str]], ks: Sequence[int] = KS, plot: str | None = None) -> str:
-    """Markdown comparing SID indexes of one catalog, each with the same recipe: ``{label: [eval dirs]}``, the
-    evaluations (`recipes/evaluate.py` output dirs, valid and/or test) of the model trained on that index. The first
-    label is the baseline.
-
-    Two tables: each index's diagnostics (read from the index its evaluations ranked with), and valid NDCG@10 with
-    test HR@K / NDCG@K, every other index's difference to the baseline with one standard error of a paired bootstrap
-    over the users of the split (`paired_differences` with ``across_indexes``: each index's ranking scored against
-    its own target SID; 1,000 resamples, seed 0). ``plot``: a PNG of every index's code usage per level, side by side."""
-    from sidrec.analysis.bootstrap import paired_differences, read_predictions
-
-    evals = {label: {(e := _read_eval(d))["split"]: e for d in dirs} for label, dirs in runs.items()}
-    for label, by_split in evals.items():
+def _read_index_evals(runs: Mapping[str, Sequence[str]]) -> dict[str, dict[str, dict]]:
+    """``{label: {split: evaluation}}``; every label needs a test evaluation, one per split, all with one index."""
+    evals: dict[str, dict[str, dict]] = {}
+    for label, dirs in runs.items():
+        by_split = evals.setdefault(label, {})
+        for d in dirs:
+            e = _read_eval(d)
+            if e["split"] in by_split:
+                raise UserError(f"{label}: two {e['split']} evaluations ({d} and another)")
+            by_split[e["split"]] = e
         if "test" not in by_split:
-            raise UserError(f"{label}: no test evaluation among {', '.join(runs[label])}")
+            raise UserError(f"{label}: no test evaluation among {', '.join(dirs)}")
         if len({(e["data_dir"], e["category"]) for e in by_split.values()}) > 1:
             raise UserError(f"{label}: its evaluations rank with different indexes")
-    base = next(iter(evals))
-    if plot:
-        from sidrec.codebook.diagnostics import plot_code_usage
+    return evals
 
-        indexes = {}
-        for label, by_split in evals.items():
-            path = os.path.join(by_split["test"]["data_dir"], "index", f"{by_split['test']['category']}.index.json")
-            if (index := load_json(path)) is None:
-                raise UserError(f"{label}: no {path} to plot")
-            indexes[label] = list(index.values())
-        plot_code_usage(indexes, plot, f"{by_split['test']['category']}: code usage per SID index")
+
+def _diagnostics_table(evals: Mapping[str, Mapping[str, dict]]) -> list[str]:
     fmt = lambda v, d=1: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
     lines = [
         "| index | method s | collisions before → after | recon. MSE | codes used per level | perplexity per level "
@@ -320,41 +310,73 @@ def sid_methods_report(runs: Mapping[str, Sequence[str]], ks: Sequence[int] = KS
             f"{' / '.join(str(round(lv['perplexity'])) for lv in levels)} | "
             f"{' / '.join(str(lv['largest_prefix_group']) for lv in levels[:-1])} |"
         )
+    return lines
+
+
+def _difference(model: dict, baseline: dict, ks: Sequence[int]) -> dict[str, tuple[float, float]]:
+    """Paired bootstrap of two evaluations of one split under two indexes (1,000 resamples, seed 0)."""
+    from sidrec.analysis.bootstrap import paired_differences, read_predictions
+
+    records = [read_predictions(e["predictions"]) for e in (model, baseline)]
+    return paired_differences(*records, ks=ks, n_resamples=1000, seed=0, across_indexes=True)
+
+
+def _metrics_table(evals: Mapping[str, Mapping[str, dict]], ks: Sequence[int]) -> list[str]:
+    base = next(iter(evals))
+    base_test, base_valid = evals[base]["test"], evals[base].get("valid")
     keys = [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks if k > 1]
-    base_test = read_predictions(evals[base]["test"]["predictions"])
-    lines += [
-        "",
+    lines = [
         "| index | SFT s | valid NDCG@10 | " + " | ".join(f"test {k}" for k in keys) + " |",
         "| --- " * (3 + len(keys)) + "|",
     ]
-    base_valid = evals[base].get("valid")
     for label, by_split in evals.items():
         test, valid = by_split["test"], by_split.get("valid")
         valid_cell = "—" if valid is None else f"{valid['metrics']['NDCG@10']:.4f}"
-        if label != base and valid is not None and base_valid is not None:
-            d, se = paired_differences(
-                read_predictions(valid["predictions"]),
-                read_predictions(base_valid["predictions"]),
-                ks=(10,),
-                n_resamples=1000,
-                seed=0,
-                across_indexes=True,
-            )["NDCG@10"]
-            valid_cell += f" ({d:+.4f} ± {se:.4f})"
         cells = [f"{test['metrics'][k]:.4f}" for k in keys]
         if label != base:
-            diff = paired_differences(
-                read_predictions(test["predictions"]), base_test, ks=ks, n_resamples=1000, seed=0, across_indexes=True
-            )
+            if valid is not None and base_valid is not None:
+                d, se = _difference(valid, base_valid, (10,))["NDCG@10"]
+                valid_cell += f" ({d:+.4f} ± {se:.4f})"
+            diff = _difference(test, base_test, ks)
             cells = [f"{c} ({diff[k][0]:+.4f} ± {diff[k][1]:.4f})" for c, k in zip(cells, keys, strict=True)]
-        lines.append(f"| {label} | {fmt(test['train_s'], 0)} | {valid_cell} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"In brackets: minus {base}, ± one standard error (paired bootstrap over the {len(base_test)} test users, "
-        "and the valid users for valid, 1,000 resamples, seed 0; each index's ranking scored against its own target "
-        "SID).",
-    ]
-    return "\n".join(lines)
+        train_s = "—" if test["train_s"] is None else f"{test['train_s']:.0f}"
+        lines.append(f"| {label} | {train_s} | {valid_cell} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def sid_methods_report(runs: Mapping[str, Sequence[str]], ks: Sequence[int] = KS, plot: str | None = None) -> str:
+    """Markdown comparing SID indexes of one catalog, each with the same recipe: ``{label: [eval dirs]}``, the
+    evaluations (`recipes/evaluate.py` output dirs, valid and/or test) of the model trained on that index. The first
+    label is the baseline.
+
+    Two tables: each index's diagnostics (read from the index its evaluations ranked with), and valid NDCG@10 with
+    test HR@K / NDCG@K, every other index's difference to the baseline with one standard error of a paired bootstrap
+    over the users of the split (`paired_differences` with ``across_indexes``: each index's ranking scored against
+    its own target SID; 1,000 resamples, seed 0). ``plot``: a PNG of every index's code usage per level, side by side."""
+    evals = _read_index_evals(runs)
+    base = next(iter(evals))
+    if plot:
+        from sidrec.codebook.diagnostics import plot_code_usage
+
+        indexes = {}
+        for label, by_split in evals.items():
+            test = by_split["test"]
+            path = os.path.join(test["data_dir"], "index", f"{test['category']}.index.json")
+            if (index := load_json(path)) is None:
+                raise UserError(f"{label}: no {path} to plot")
+            indexes[label] = list(index.values())
+        plot_code_usage(indexes, plot, f"{evals[base]['test']['category']}: code usage per SID index")
+    users = sum(1 for _ in open(evals[base]["test"]["predictions"]) if _.strip())
+    return "\n".join(
+        _diagnostics_table(evals)
+        + [""]
+        + _metrics_table(evals, ks)
+        + [
+            "",
+            f"In brackets: minus {base}, ± one standard error (paired bootstrap over the {users} test users, and the "
+            "valid users for valid, 1,000 resamples, seed 0; each index's ranking scored against its own target SID).",
+        ]
+    )
 
 
 def seeds_report(run_dirs: Sequence[str]) -> str:
@@ -411,6 +433,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.seeds or args.sid_methods:
         if args.sid_methods:
+            if bad := [item for item in args.sid_methods if "=" not in item]:
+                parser.error(f"--sid_methods takes LABEL=EVAL_DIR[,EVAL_DIR], got {bad[0]!r}")
             runs = {label: dirs.split(",") for label, dirs in (item.split("=", 1) for item in args.sid_methods)}
             try:
                 text = sid_methods_report(runs, plot=args.plot)
