@@ -7,25 +7,25 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterator
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _sibling(path: str, suffix: str = "") -> str:
+    """A fresh hidden name beside ``path`` for its temporary twin."""
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}{suffix}")
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file and a rename, so readers never see half a file.
 
-    The file gets the permissions ``open()`` would give it (0666 less the umask), not the temporary file's 0600."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    The temporary file is created the way ``open()`` creates one (mode 0666, less the umask), so the file keeps the
+    usual permissions."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = _sibling(path, ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -48,13 +48,13 @@ def atomic_write_json(path: str, obj) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: str) -> Iterator[str]:
-    """Yield a temporary sibling folder that replaces ``path`` only if the block finishes (with the permissions
-    ``os.makedirs`` would give it, not the temporary folder's 0700)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.")
+    """Yield a temporary sibling folder that replaces ``path`` only if the block finishes (made as ``os.makedirs``
+    makes one: mode 0777 less the umask)."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = _sibling(path)
+    os.mkdir(tmp, 0o777)
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
         if os.path.exists(path):
             shutil.rmtree(path)
