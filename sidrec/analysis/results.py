@@ -259,6 +259,8 @@ def _index_diagnostics(data_dir: str, category: str) -> dict:
 def _read_eval(eval_dir: str) -> dict:
     """One evaluation dir: its split, the index it ranked with, metrics, predictions and its model's training time."""
     path = os.path.join(eval_dir, "run_summary.json")
+    from sidrec.analysis.bootstrap import read_predictions
+
     summary, metrics = load_json(path), load_json(os.path.join(eval_dir, "metrics.json"))
     predictions = os.path.join(eval_dir, "predictions.jsonl")
     if summary is None or metrics is None or not os.path.isfile(predictions):
@@ -271,7 +273,7 @@ def _read_eval(eval_dir: str) -> dict:
         "data_dir": _config_value(summary, "data_dir", path),
         "category": _config_value(summary, "category", path),
         "metrics": metrics,
-        "predictions": predictions,
+        "predictions": read_predictions(predictions),
         "train_s": train.get("wall_time_s", {}).get("total"),
     }
 
@@ -315,10 +317,11 @@ def _diagnostics_table(evals: Mapping[str, Mapping[str, dict]]) -> list[str]:
 
 def _difference(model: dict, baseline: dict, ks: Sequence[int]) -> dict[str, tuple[float, float]]:
     """Paired bootstrap of two evaluations of one split under two indexes (1,000 resamples, seed 0)."""
-    from sidrec.analysis.bootstrap import paired_differences, read_predictions
+    from sidrec.analysis.bootstrap import paired_differences
 
-    records = [read_predictions(e["predictions"]) for e in (model, baseline)]
-    return paired_differences(*records, ks=ks, n_resamples=1000, seed=0, across_indexes=True)
+    return paired_differences(
+        model["predictions"], baseline["predictions"], ks=ks, n_resamples=1000, seed=0, across_indexes=True
+    )
 
 
 def _metrics_table(evals: Mapping[str, Mapping[str, dict]], ks: Sequence[int]) -> list[str]:
@@ -366,7 +369,7 @@ def sid_methods_report(runs: Mapping[str, Sequence[str]], ks: Sequence[int] = KS
                 raise UserError(f"{label}: no {path} to plot")
             indexes[label] = list(index.values())
         plot_code_usage(indexes, plot, f"{evals[base]['test']['category']}: code usage per SID index")
-    users = sum(1 for _ in open(evals[base]["test"]["predictions"]) if _.strip())
+    users = len(evals[base]["test"]["predictions"])
     return "\n".join(
         _diagnostics_table(evals)
         + [""]

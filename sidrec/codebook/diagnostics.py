@@ -199,9 +199,10 @@ def plot_code_usage(sids: list[list[str]] | Mapping[str, list[list[str]]], path:
                 ax.set_title(f"level {lv + 1}: {len(counts)} codes used")
             else:
                 ax.step(range(len(counts)), counts, where="mid", label=f"{label} ({len(counts)} codes)")
-                ax.set_yscale("log")
-                ax.set_title(f"level {lv + 1}")
-                ax.legend(fontsize=7)
+        if len(indexes) > 1:
+            ax.set_yscale("log")
+            ax.set_title(f"level {lv + 1}")
+            ax.legend(fontsize=7)
         ax.set_xlabel("code (sorted by use)")
         ax.set_ylabel("items")
     if title:
