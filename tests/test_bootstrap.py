@@ -239,7 +239,11 @@ def test_seeds_report_on_hand_runs(tmp_path):
     dirs = [str(tmp_path / f"x-seed{s}") for s in (1, 2, 3)]
     text = seeds_report(dirs)
     sections = {s.split("\n", 1)[0]: s for s in text.split("## ")[1:]}
-    assert list(sections) == ["SFT", "RL (GRPO)", "The reported model (chosen on valid)"]
+    # no run kept predictions: GRPO minus SFT without ± (and no count of runs above by one standard error)
+    assert list(sections) == ["SFT", "RL (GRPO)", "The reported model (chosen on valid)", "GRPO minus SFT"]
+    assert "| x-seed2 (seed 2) | — | RL (GRPO) | +0.2000 | +0.0000 |" in sections["GRPO minus SFT"]
+    assert "| mean ± sd | | | +0.1500 ± 0.0707 | +0.0000 ± 0.0000 |" in sections["GRPO minus SFT"]
+    assert "at least one standard error" not in sections["GRPO minus SFT"]
     assert "| x-seed2 (seed 2) | 0.2000 | 0.5000 |" in sections["SFT"]
     assert "| mean ± sd | 0.3000 ± 0.2646 | 0.5000 ± 0.0000 |" in sections["SFT"]
     assert "| mean ± sd | 0.3000 ± 0.1414 |" in sections["RL (GRPO)"]  # (0.2, 0.4)
@@ -252,6 +256,43 @@ def test_seeds_report_on_hand_runs(tmp_path):
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(out) and out.read_text() == text
+
+
+def test_grpo_minus_sft_per_seed_with_standard_errors(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    # a: SFT hits users 0 and 3 at rank 0, user 1 at rank 2, misses user 2; GRPO hits everyone at rank 0, and valid
+    # saw GRPO above its start (reported: GRPO)
+    write_eval(a, "eval_sft", [ranked(T[0], 0), ranked(T[1], 2), ranked(T[2], None), ranked(T[3], 0)])
+    write_eval(a, "eval_grpo", [ranked(t, 0) for t in T])
+    # b: SFT hits everyone at rank 0, GRPO misses user 3; valid saw GRPO below its start (reported: SFT)
+    write_eval(b, "eval_sft", [ranked(t, 0) for t in T])
+    write_eval(b, "eval_grpo", [ranked(T[0], 0), ranked(T[1], 0), ranked(T[2], 0), ranked(T[3], None)])
+    for run, seed, evals in ((a, 1, (0.09, 0.10, 0.095)), (b, 2, (0.10, 0.09, 0.08))):
+        atomic_write_json(str(run / "pipeline.json"), {"seed": seed})
+        steps = [{"step": s, "eval_ndcg@10": v} for s, v in zip((0, 20, 40), evals, strict=True)]
+        atomic_write_json(str(run / "grpo" / "run_summary.json"), {"metrics": {"evaluations": steps}})
+    section = seeds_report([str(a), str(b)]).split("## GRPO minus SFT", 1)[1]
+    # a, per user: HR@1 0, 1, 1, 0 -> +0.5; HR@3..10 0, 0, 1, 0 -> +0.25; NDCG@3..10 0, 1 - 1/log2(4), 1, 0 -> +0.375
+    se1 = loop_bootstrap_se([1, 1, 1, 1], [1, 0, 0, 1], 1000, 0)
+    se3 = loop_bootstrap_se([1, 1, 1, 1], [1, 1, 0, 1], 1000, 0)
+    se_n = loop_bootstrap_se([1, 1, 1, 1], [1, 0.5, 0, 1], 1000, 0)
+    row_a = f"| a (seed 1) | 0.0900 -> 0.1000 (step 20) | RL (GRPO) | +0.5000 ± {se1:.4f} | " + " | ".join(
+        [f"+0.2500 ± {se3:.4f}"] * 3 + [f"+0.3750 ± {se_n:.4f}"] * 3
+    )
+    assert row_a + " |" in section
+    # b, per user: every metric 0, 0, 0, -1 -> -0.25
+    se_b = loop_bootstrap_se([1, 1, 1, 0], [1, 1, 1, 1], 1000, 0)
+    assert "| b (seed 2) | 0.1000 -> 0.0900 (step 20) | SFT | " + " | ".join([f"-0.2500 ± {se_b:.4f}"] * 7) in section
+    # mean ± sd of (0.5, -0.25), (0.25, -0.25), (0.375, -0.25): sd = |x - y| / sqrt(2)
+    assert (
+        "| mean ± sd | | | +0.1250 ± 0.5303 | " + " | ".join(["+0.0000 ± 0.3536"] * 3 + ["+0.0625 ± 0.4419"] * 3)
+        in section
+    )
+    # above SFT by at least one standard error: in a only, where each gain is above its standard error (HR@1's 0.5
+    # against about 0.25; HR@3's 0.25 against about sqrt(0.25 * 0.75) / 2 = 0.22)
+    assert 0.5 > se1 and 0.25 > se3 and 0.375 > se_n
+    counts = ", ".join(f"{k} 1" for k in ("HR@1", "HR@3", "HR@5", "HR@10", "NDCG@3", "NDCG@5", "NDCG@10"))
+    assert f"Runs in which GRPO is above SFT on test by at least one standard error (of 2): {counts}." in section
 
 
 TINY_SFT = """data_dir: {data}

@@ -9,7 +9,8 @@ RUN_DIR is what ``scripts/run_pipeline.sh`` fills: ``sft/`` ``eval_sft/`` ``grpo
 outputs) and ``baselines.json`` (+ ``baselines/``). Missing stages are left out. Plots go to ``RUN_DIR/plots/``. The
 model reported against the baselines is chosen on valid (`final_model`). Differences between two rankings of the test
 users carry paired-bootstrap standard errors (`sidrec.analysis.bootstrap`) when both kept their predictions.
-``--seeds`` summarises runs that differ only in their seed (``scripts/run_seeds.sh``): mean ± sd over seeds.
+``--seeds`` summarises runs that differ only in their seed (``scripts/run_seeds.sh``): mean ± sd over seeds, and
+GRPO minus SFT per seed with paired-bootstrap standard errors (`grpo_minus_sft`).
 ``--sid_methods`` compares SID indexes of one catalog (`sid_methods_report`): their diagnostics, and test HR/NDCG with
 paired-bootstrap standard errors against the first.
 """
@@ -21,7 +22,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from sidrec.analysis.bootstrap import KS, file_differences, seeds_summary
+from sidrec.analysis.bootstrap import KS, file_differences, mean_sd, seeds_summary
 from sidrec.analysis.plots import load_json, make_plots
 from sidrec.analysis.report import metrics_table, per_level_tables
 from sidrec.atomic_io import atomic_write_text
@@ -400,7 +401,72 @@ def seeds_report(run_dirs: Sequence[str]) -> str:
         )
         if transition:
             stages.setdefault("Last-item transition baseline", {})[label] = transition
-    return seeds_summary(stages)
+    return seeds_summary(stages) + grpo_minus_sft(run_dirs)
+
+
+DIFF_KEYS = ("HR@1", "HR@3", "HR@5", "HR@10", "NDCG@3", "NDCG@5", "NDCG@10")
+
+
+def grpo_minus_sft(run_dirs: Sequence[str], keys: Sequence[str] = DIFF_KEYS) -> str:
+    """Markdown: per run, what valid decided (GRPO's whole-valid NDCG@10 at its start, step 0, and at its best later
+    evaluation; the model the run reports) and GRPO minus SFT on test per metric, ± one paired-bootstrap standard error
+    when both evaluations kept their predictions; then the mean ± sd of each difference over the runs and, per metric,
+    in how many runs GRPO is above SFT by at least one standard error. Empty when no run has both evaluations.
+    """
+    lines, diffs, above = [], {k: [] for k in keys}, dict.fromkeys(keys, 0)
+    with_errors = 0
+    for d in run_dirs:
+        rows = {n: m for n, _, ev in STAGES if (m := load_json(os.path.join(d, ev, "metrics.json"))) is not None}
+        if len(rows) < len(STAGES):
+            continue
+        seed = (load_json(os.path.join(d, "pipeline.json")) or {}).get("seed")
+        _, evals = _valid_evals(d, "grpo")
+        start = [e["eval_ndcg@10"] for e in evals if e.get("step") == 0]
+        later = [e for e in evals if e.get("step", 0) > 0]
+        valid = "—"
+        if start and later:
+            best = max(later, key=lambda e: e["eval_ndcg@10"])
+            valid = f"{start[0]:.4f} -> {best['eval_ndcg@10']:.4f} (step {best['step']})"
+        errors, _ = file_differences(d, "eval_grpo/predictions.jsonl", "eval_sft/predictions.jsonl")
+        with_errors += errors is not None
+        cells = []
+        for k in keys:
+            diff = rows["RL (GRPO)"][k] - rows["SFT"][k]
+            diffs[k].append(diff)
+            if errors:
+                above[k] += diff >= errors[k][1] > 0
+            cells.append(f"{diff:+.4f}" + (f" ± {errors[k][1]:.4f}" if errors else ""))
+        label = f"{os.path.basename(os.path.normpath(d))} (seed {seed})"
+        lines.append(f"| {label} | {valid} | {final_model(d, rows)[0]} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    summary = []
+    for k in keys:
+        mean, sd = mean_sd(diffs[k])
+        summary.append(f"{mean:+.4f} ± {sd:.4f}" if len(diffs[k]) > 1 else f"{mean:+.4f}")
+    n = len(lines)
+    out = [
+        "",
+        "## GRPO minus SFT",
+        "",
+        "Per run: GRPO's whole-valid NDCG@10 at its start (step 0, the SFT model) and at its best later evaluation, "
+        "the model the run reports (chosen on valid), and GRPO minus SFT on test, ± one standard error (paired "
+        "bootstrap over the test users, 1,000 resamples); last row: the mean ± sd of each difference over the runs.",
+        "",
+        "| run | valid NDCG@10: start -> best | reported | " + " | ".join(keys) + " |",
+        "| --- | --- | --- |" + " --- |" * len(keys),
+        *lines,
+        "| mean ± sd | | | " + " | ".join(summary) + " |",
+        "",
+    ]
+    if with_errors == n:
+        out += [
+            f"Runs in which GRPO is above SFT on test by at least one standard error (of {n}): "
+            + ", ".join(f"{k} {above[k]}" for k in keys)
+            + ".",
+            "",
+        ]
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> None:
