@@ -241,8 +241,8 @@ def test_seeds_report_on_hand_runs(tmp_path):
     sections = {s.split("\n", 1)[0]: s for s in text.split("## ")[1:]}
     # no run kept predictions: GRPO minus SFT without ± (and no count of runs above by one standard error)
     assert list(sections) == ["SFT", "RL (GRPO)", "The reported model (chosen on valid)", "GRPO minus SFT"]
-    assert "| x-seed2 (seed 2) | — | RL (GRPO) | +0.2000 | +0.0000 |" in sections["GRPO minus SFT"]
-    assert "| mean ± sd | | | +0.1500 ± 0.0707 | +0.0000 ± 0.0000 |" in sections["GRPO minus SFT"]
+    assert "| x-seed2 (seed 2) | — | RL (GRPO) | — | +0.2000 | +0.0000 |" in sections["GRPO minus SFT"]
+    assert "| mean ± sd | | | | +0.1500 ± 0.0707 | +0.0000 ± 0.0000 |" in sections["GRPO minus SFT"]
     assert "at least one standard error" not in sections["GRPO minus SFT"]
     assert "| x-seed2 (seed 2) | 0.2000 | 0.5000 |" in sections["SFT"]
     assert "| mean ± sd | 0.3000 ± 0.2646 | 0.5000 ± 0.0000 |" in sections["SFT"]
@@ -276,16 +276,22 @@ def test_grpo_minus_sft_per_seed_with_standard_errors(tmp_path):
     se1 = loop_bootstrap_se([1, 1, 1, 1], [1, 0, 0, 1], 1000, 0)
     se3 = loop_bootstrap_se([1, 1, 1, 1], [1, 1, 0, 1], 1000, 0)
     se_n = loop_bootstrap_se([1, 1, 1, 1], [1, 0.5, 0, 1], 1000, 0)
-    row_a = f"| a (seed 1) | 0.0900 -> 0.1000 (step 20) | RL (GRPO) | +0.5000 ± {se1:.4f} | " + " | ".join(
-        [f"+0.2500 ± {se3:.4f}"] * 3 + [f"+0.3750 ± {se_n:.4f}"] * 3
+    # top-1 changes: a, users 1 and 2 get a new top-1, both hits (+2); b, user 3 loses its hit (-1)
+    row_a = (
+        f"| a (seed 1) | 0.0900 -> 0.1000 (step 20) | RL (GRPO) | 50.0% (+2 / -0) | +0.5000 ± {se1:.4f} | "
+        + " | ".join([f"+0.2500 ± {se3:.4f}"] * 3 + [f"+0.3750 ± {se_n:.4f}"] * 3)
     )
     assert row_a + " |" in section
     # b, per user: every metric 0, 0, 0, -1 -> -0.25
     se_b = loop_bootstrap_se([1, 1, 1, 0], [1, 1, 1, 1], 1000, 0)
-    assert "| b (seed 2) | 0.1000 -> 0.0900 (step 20) | SFT | " + " | ".join([f"-0.2500 ± {se_b:.4f}"] * 7) in section
+    assert (
+        "| b (seed 2) | 0.1000 -> 0.0900 (step 20) | SFT | 25.0% (+0 / -1) | "
+        + " | ".join([f"-0.2500 ± {se_b:.4f}"] * 7)
+        in section
+    )
     # mean ± sd of (0.5, -0.25), (0.25, -0.25), (0.375, -0.25): sd = |x - y| / sqrt(2)
     assert (
-        "| mean ± sd | | | +0.1250 ± 0.5303 | " + " | ".join(["+0.0000 ± 0.3536"] * 3 + ["+0.0625 ± 0.4419"] * 3)
+        "| mean ± sd | | | | +0.1250 ± 0.5303 | " + " | ".join(["+0.0000 ± 0.3536"] * 3 + ["+0.0625 ± 0.4419"] * 3)
         in section
     )
     # above SFT by at least one standard error: in a only, where each gain is above its standard error (HR@1's 0.5

@@ -127,6 +127,25 @@ def read_predictions(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def top1_changes(model: Sequence[Mapping], baseline: Sequence[Mapping]) -> tuple[int, int, int]:
+    """How the first-ranked SID moved from ``baseline`` to ``model`` (records of the same users in the same order):
+    the users whose top-1 differs, those whose top-1 became their target (hits gained) and those whose top-1 stopped
+    being it (hits lost). A model can change many top-1s and few hits: the rest moved from one miss to another.
+
+    Example:
+        >>> hit, miss, other = ({"target": "t", "predictions": [p]} for p in ("t", "x", "y"))
+        >>> top1_changes([miss, hit, other, hit], [hit, miss, miss, hit])
+        (3, 1, 1)
+    """
+    changed = gained = lost = 0
+    for m, b in zip(model, baseline, strict=True):
+        top_m, top_b = (r["predictions"][0] if r["predictions"] else None for r in (m, b))
+        changed += top_m != top_b
+        gained += top_m == m["target"] != top_b
+        lost += top_b == b["target"] != top_m
+    return changed, gained, lost
+
+
 def paired_differences(
     model: Sequence[Mapping],
     baseline: Sequence[Mapping],

@@ -22,7 +22,15 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from sidrec.analysis.bootstrap import KS, file_differences, mean_sd, seeds_summary
+from sidrec.analysis.bootstrap import (
+    KS,
+    file_differences,
+    mean_sd,
+    paired_differences,
+    read_predictions,
+    seeds_summary,
+    top1_changes,
+)
 from sidrec.analysis.plots import load_json, make_plots
 from sidrec.analysis.report import metrics_table, per_level_tables
 from sidrec.atomic_io import atomic_write_text
@@ -410,7 +418,7 @@ DIFF_KEYS = ("HR@1", "HR@3", "HR@5", "HR@10", "NDCG@3", "NDCG@5", "NDCG@10")
 def grpo_minus_sft(run_dirs: Sequence[str], keys: Sequence[str] = DIFF_KEYS) -> str:
     """Markdown: per run, what valid decided (GRPO's whole-valid NDCG@10 at its start, step 0, and at its best later
     evaluation; the model the run reports) and GRPO minus SFT on test per metric, ± one paired-bootstrap standard error
-    when both evaluations kept their predictions; then the mean ± sd of each difference over the runs and, per metric,
+    and the top-1 changes (`top1_changes`) when both evaluations kept their predictions; then the mean ± sd of each difference over the runs and, per metric,
     in how many runs GRPO is above SFT by at least one standard error. Empty when no run has both evaluations.
     """
     lines, diffs, above = [], {k: [] for k in keys}, dict.fromkeys(keys, 0)
@@ -427,7 +435,17 @@ def grpo_minus_sft(run_dirs: Sequence[str], keys: Sequence[str] = DIFF_KEYS) -> 
         if start and later:
             best = max(later, key=lambda e: e["eval_ndcg@10"])
             valid = f"{start[0]:.4f} -> {best['eval_ndcg@10']:.4f} (step {best['step']})"
-        errors, _ = file_differences(d, "eval_grpo/predictions.jsonl", "eval_sft/predictions.jsonl")
+        errors, moved = None, "—"
+        paths = [os.path.join(d, ev, "predictions.jsonl") for ev in ("eval_grpo", "eval_sft")]
+        if all(os.path.isfile(p) for p in paths):
+            grpo, sft = (read_predictions(p) for p in paths)
+            try:
+                errors = paired_differences(grpo, sft, ks=KS, n_resamples=1000, seed=0)
+            except ValueError:  # they rank other users: no ± (the differences of the metrics still stand)
+                pass
+            else:
+                changed, gained, lost = top1_changes(grpo, sft)
+                moved = f"{changed / len(grpo):.1%} (+{gained} / -{lost})"
         with_errors += errors is not None
         cells = []
         for k in keys:
@@ -437,7 +455,7 @@ def grpo_minus_sft(run_dirs: Sequence[str], keys: Sequence[str] = DIFF_KEYS) -> 
                 above[k] += diff >= errors[k][1] > 0
             cells.append(f"{diff:+.4f}" + (f" ± {errors[k][1]:.4f}" if errors else ""))
         label = f"{os.path.basename(os.path.normpath(d))} (seed {seed})"
-        lines.append(f"| {label} | {valid} | {final_model(d, rows)[0]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {valid} | {final_model(d, rows)[0]} | {moved} | " + " | ".join(cells) + " |")
     if not lines:
         return ""
     summary = []
@@ -450,13 +468,14 @@ def grpo_minus_sft(run_dirs: Sequence[str], keys: Sequence[str] = DIFF_KEYS) -> 
         "## GRPO minus SFT",
         "",
         "Per run: GRPO's whole-valid NDCG@10 at its start (step 0, the SFT model) and at its best later evaluation, "
-        "the model the run reports (chosen on valid), and GRPO minus SFT on test, ± one standard error (paired "
-        "bootstrap over the test users, 1,000 resamples); last row: the mean ± sd of each difference over the runs.",
+        "the model the run reports (chosen on valid), on test the share of users whose top-1 SID GRPO changed (and "
+        "the top-1 hits it gained and lost), and GRPO minus SFT on test, ± one standard error (paired bootstrap over "
+        "the test users, 1,000 resamples); last row: the mean ± sd of each difference over the runs.",
         "",
-        "| run | valid NDCG@10: start -> best | reported | " + " | ".join(keys) + " |",
-        "| --- | --- | --- |" + " --- |" * len(keys),
+        "| run | valid NDCG@10: start -> best | reported | top-1 changed (hits) | " + " | ".join(keys) + " |",
+        "| --- | --- | --- | --- |" + " --- |" * len(keys),
         *lines,
-        "| mean ± sd | | | " + " | ".join(summary) + " |",
+        "| mean ± sd | | | | " + " | ".join(summary) + " |",
         "",
     ]
     if with_errors == n:
