@@ -417,9 +417,10 @@ DIFF_KEYS = ("HR@1", "HR@3", "HR@5", "HR@10", "NDCG@3", "NDCG@5", "NDCG@10")
 
 def grpo_minus_sft(run_dirs: Sequence[str], keys: Sequence[str] = DIFF_KEYS) -> str:
     """Markdown: per run, what valid decided (GRPO's whole-valid NDCG@10 at its start, step 0, and at its best later
-    evaluation; the model the run reports) and GRPO minus SFT on test per metric, ± one paired-bootstrap standard error
-    and the top-1 changes (`top1_changes`) when both evaluations kept their predictions; then the mean ± sd of each difference over the runs and, per metric,
-    in how many runs GRPO is above SFT by at least one standard error. Empty when no run has both evaluations.
+    evaluation; the model the run reports) and GRPO minus SFT on test per metric, with one paired-bootstrap standard
+    error and the top-1 changes (`top1_changes`) when both evaluations kept their predictions; then the mean ± sd of
+    each difference over the runs and, per metric, in how many runs GRPO is above SFT by at least one standard error.
+    Empty when no run has both evaluations.
     """
     lines, diffs, above = [], {k: [] for k in keys}, dict.fromkeys(keys, 0)
     with_errors = 0
