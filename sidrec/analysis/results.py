@@ -268,8 +268,6 @@ def _index_diagnostics(data_dir: str, category: str) -> dict:
 def _read_eval(eval_dir: str) -> dict:
     """One evaluation dir: its split, the index it ranked with, metrics, predictions and its model's training time."""
     path = os.path.join(eval_dir, "run_summary.json")
-    from sidrec.analysis.bootstrap import read_predictions
-
     summary, metrics = load_json(path), load_json(os.path.join(eval_dir, "metrics.json"))
     predictions = os.path.join(eval_dir, "predictions.jsonl")
     if summary is None or metrics is None or not os.path.isfile(predictions):
@@ -326,8 +324,6 @@ def _diagnostics_table(evals: Mapping[str, Mapping[str, dict]]) -> list[str]:
 
 def _difference(model: dict, baseline: dict, ks: Sequence[int]) -> dict[str, tuple[float, float]]:
     """Paired bootstrap of two evaluations of one split under two indexes (1,000 resamples, seed 0)."""
-    from sidrec.analysis.bootstrap import paired_differences
-
     return paired_differences(
         model["predictions"], baseline["predictions"], ks=ks, n_resamples=1000, seed=0, across_indexes=True
     )
@@ -436,17 +432,13 @@ def grpo_minus_sft(run_dirs: Sequence[str], keys: Sequence[str] = DIFF_KEYS) -> 
         if start and later:
             best = max(later, key=lambda e: e["eval_ndcg@10"])
             valid = f"{start[0]:.4f} -> {best['eval_ndcg@10']:.4f} (step {best['step']})"
-        errors, moved = None, "—"
-        paths = [os.path.join(d, ev, "predictions.jsonl") for ev in ("eval_grpo", "eval_sft")]
-        if all(os.path.isfile(p) for p in paths):
-            grpo, sft = (read_predictions(p) for p in paths)
-            try:
-                errors = paired_differences(grpo, sft, ks=KS, n_resamples=1000, seed=0)
-            except ValueError:  # they rank other users: no ± (the differences of the metrics still stand)
-                pass
-            else:
-                changed, gained, lost = top1_changes(grpo, sft)
-                moved = f"{changed / len(grpo):.1%} (+{gained} / -{lost})"
+        paths = ("eval_grpo/predictions.jsonl", "eval_sft/predictions.jsonl")
+        errors, _ = file_differences(d, *paths)  # None when a file is missing or they rank other users
+        moved = "—"
+        if errors:
+            grpo, sft = (read_predictions(os.path.join(d, p)) for p in paths)
+            changed, gained, lost = top1_changes(grpo, sft)
+            moved = f"{changed / len(grpo):.1%} (+{gained} / -{lost})"
         with_errors += errors is not None
         cells = []
         for k in keys:
