@@ -91,6 +91,7 @@ def main():
                 extra_rankings={"train": train_ranking} if train_ranking else None,
                 callbacks=[EarlyStoppingCallback(patience)] if patience else None,
                 beam_search=args.beam_search,
+                guide_target=args.guide_target,
                 rollout_batch_size=args.rollout_batch_size,
             )
             trainer.add_callback(LaunchReport(trainer, run.summary))  # the engine that actually runs, ref model sync

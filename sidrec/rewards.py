@@ -90,7 +90,26 @@ def ndcg_penalties(group_size: int) -> list[float]:
 
 
 # Rewards that read ``beam_rank``: they need beam-search rollouts (samples have no rank).
-NEEDS_BEAM_RANK = frozenset({"ndcg_rule"})
+NEEDS_BEAM_RANK = frozenset({"ndcg_rule", "top1"})
+
+
+@register("top1")
+def top1_reward(
+    completions: Sequence[str], target_sid: Sequence[str], beam_rank: Sequence[int] | None = None, **kwargs
+) -> list[float]:
+    """1.0 when the completion is the target and the group's best beam (rank 0), else 0.0: pays for HR@1 only, where
+    ``rule`` pays the target wherever it ranks. A group whose target is ranked lower gets no reward from it.
+
+    Example:
+        >>> top1_reward(["<a_1>", "<a_2>", "<a_3>", "<a_2>"], ["<a_1>", "<a_1>", "<a_2>", "<a_2>"], beam_rank=[0, 1, 0, 1])
+        [1.0, 0.0, 0.0, 0.0]
+    """
+    if beam_rank is None:
+        raise ValueError("top1 needs each completion's beam rank: use beam-search rollouts (beam_search: true)")
+    if len(beam_rank) != len(completions):
+        raise ValueError(f"beam_rank has {len(beam_rank)} entries for {len(completions)} completions")
+    hits = _hits(completions, target_sid)
+    return [1.0 if hit and rank == 0 else 0.0 for hit, rank in zip(hits, beam_rank, strict=True)]
 
 
 @register("ndcg_rule")

@@ -18,6 +18,22 @@ from sidrec.sid import SidTrie
 REF_MODEL_CHECKPOINT = "ref_model.safetensors"
 
 
+def guide_groups(indices: list[list[int]], targets: list[int]) -> tuple[list[list[int]], list[bool]]:
+    """Each group's items with its target in place of the last (lowest-ranked) one when the group lacks it, and
+    whether it was put there. The replaced slot keeps its beam rank, so the target enters as the group's lowest beam.
+
+    Example:
+        >>> guide_groups([[4, 7, 9], [3, 1, 8]], [7, 5])
+        ([[4, 7, 9], [3, 1, 5]], [False, True])
+    """
+    out, guided = [], []
+    for row, target in zip(indices, targets, strict=True):
+        hit = target in row
+        out.append(list(row) if hit else [*row[:-1], target])
+        guided.append(not hit)
+    return out, guided
+
+
 class RankingEvalMixin:
     """Adds ranking metrics to every evaluation: ``eval_hr@K`` and ``eval_ndcg@K`` of the constrained beam search of
     ``recipes/evaluate.py`` on fixed rows (a `RankingEval`, usually a seeded subset of the valid split).
@@ -95,6 +111,11 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
     """Only change from GRPOTrainer: rollouts come from SID-constrained decoding instead of free sampling, and
     evaluation is the next-item ranking of `RankingEvalMixin` (no eval rollouts).
 
+    With ``guide_target=True`` (beam search only) a group whose G beams miss the prompt's target gets the target in
+    place of its lowest beam (`guide_groups`): off-policy guidance in the manner of LUFFY (arXiv 2504.14945), so every
+    group carries a reward signal. The hook that hands the rows' targets to the rollout is TRL's private
+    ``_generate_and_score_completions`` (TRL's ``rollout_func`` sees only the prompts).
+
     With ``beam_search=True`` (MiniOneRec's setting) the G completions of a prompt are the top-G beams of a
     constrained beam search, best first, all distinct catalog SIDs; with ``beam_search=False`` they are G constrained
     samples at the trainer's temperature, drawn by the trainer's model or, with ``use_vllm``, by TRL's vLLM engine
@@ -110,6 +131,7 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
     Args:
         sid_trie (`SidTrie`): The catalog trie, compiled for the trainer's tokenizer.
         beam_search (`bool`): Beam-search rollouts (True) or constrained sampling (False).
+        guide_target (`bool`): Put the target in place of the lowest beam of a group that misses it.
         rollout_batch_size (`int`): Unique prompts per generate call.
         ranking_eval (`RankingEval`, *optional*): The rows to rank at each evaluation (needs an ``eval_dataset``,
             which Trainer requires whenever ``eval_strategy`` is set; its rows are not used).
@@ -124,6 +146,7 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
         *args,
         sid_trie: SidTrie,
         beam_search: bool = True,
+        guide_target: bool = False,
         rollout_batch_size: int = 8,
         ranking_eval: RankingEval | None = None,
         extra_rankings: dict[str, RankingEval] | None = None,
@@ -134,10 +157,17 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
         self.ranking_eval, self.extra_rankings = ranking_eval, extra_rankings
         self.sid_trie = sid_trie
         self.beam_search = beam_search
+        if guide_target and not beam_search:
+            raise ValueError("guide_target needs beam-search rollouts (beam_search=True)")
+        self.guide_target = guide_target
+        self._sid_index = {sid: i for i, sid in enumerate(sid_trie.sid_strings)}
+        self._rollout_targets: list[str] | None = None
         self.rollout_batch_size = rollout_batch_size
         config = kwargs.get("args")
         # What made the rollouts, for run_summary.json (the engine, and that every completion was a catalog SID).
         self.rollout_stats = {"engine": "trainer model", "completions": 0, "invalid": 0}
+        if guide_target:
+            self.rollout_stats["guided_groups"] = 0  # groups whose lowest beam was replaced by the target
         if config is not None and config.use_vllm:
             from sidrec.backends.vllm import prepare_rollouts
 
@@ -167,6 +197,11 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
                 if any(len(row) != group for row in indices):
                     raise RuntimeError(f"beam search returned fewer than {group} distinct SIDs for some prompt")
                 ranks = [r for row in ranked.scores for r in score_ranks(row)]
+                if self.guide_target:
+                    targets = self._targets_of(unique, group)
+                    indices, guided = guide_groups(indices, targets)
+                    self.rollout_stats["guided_groups"] += sum(guided)
+                    self._metrics["train"]["rollouts/guided_groups"].append(sum(guided) / len(guided))
             else:
                 indices = sample_items(
                     model, tokenizer, unique, self.sid_trie, group, self.args.temperature, self.rollout_batch_size
@@ -181,6 +216,24 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
             out["beam_rank"] = ranks
         self.rollout_stats["completions"] += len(completion_ids)
         return out
+
+    def _generate_and_score_completions(self, inputs):
+        self._rollout_targets = [x["target_sid"] for x in inputs] if self.guide_target else None
+        try:
+            return super()._generate_and_score_completions(inputs)
+        finally:
+            self._rollout_targets = None
+
+    def _targets_of(self, unique: list[str], group: int) -> list[int]:
+        """The catalog index of each unique prompt's target (the rows TRL handed to this rollout)."""
+        rows = self._rollout_targets
+        if rows is None or len(rows) != len(unique) * group:
+            raise RuntimeError("guide_target: the rollout's rows and targets are not in step")
+        targets = rows[::group]
+        missing = [t for t in targets if t not in self._sid_index]
+        if missing:
+            raise ValueError(f"guide_target: target SID {missing[0]!r} is not in the catalog")
+        return [self._sid_index[t] for t in targets]
 
     def _synced_ref_model(self):
         if self.ref_model is None or not self.args.sync_ref_model:

@@ -27,6 +27,8 @@ def test_trl_hooks_keep_their_signatures(small_data, small_tokenizer, sft_checkp
     assert "rollout_func" in inspect.signature(GRPOTrainer.__init__).parameters
     assert list(inspect.signature(GRPOTrainer._save_checkpoint).parameters) == ["self", "model", "trial"]
     assert list(inspect.signature(GRPOTrainer._load_optimizer_and_scheduler).parameters) == ["self", "checkpoint"]
+    # guide_target hands the rows' targets to the rollout through this one (its test runs it)
+    assert list(inspect.signature(GRPOTrainer._generate_and_score_completions).parameters) == ["self", "inputs"]
     params = list(inspect.signature(Trainer.evaluation_loop).parameters)
     assert params == ["self", "dataloader", "description", "prediction_loss_only", "ignore_keys", "metric_key_prefix"]
 
@@ -241,3 +243,56 @@ def test_disable_attention_dropout(small_tokenizer):
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     assert disable_attention_dropout(model) == 2
     assert torch.equal(model(ids).logits, model(ids).logits)  # deterministic in train mode now
+
+
+def test_guide_target_puts_the_target_in_every_group(small_data, small_tokenizer, sft_checkpoint, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from sidrec.decoding import rank_items
+
+    seen = []
+
+    def recorder(prompts, completions, target_sid, beam_rank, **kw):
+        seen.append((list(prompts), list(completions), list(target_sid), list(beam_rank)))
+        return [0.0] * len(completions)
+
+    recorder.__name__ = "recorder"
+    trie = small_data.catalog.vocab.compile(small_tokenizer)
+    trainer = SidGRPOTrainer(
+        model=sft_checkpoint,
+        reward_funcs=[*get_reward_funcs(["rule"]), recorder],
+        args=grpo_args(tmp_path, guide_target=True, learning_rate=0.0, beta=0.0, sync_ref_model=False),
+        train_dataset=dataset(small_data, small_tokenizer),
+        processing_class=small_tokenizer,
+        sid_trie=trie,
+        guide_target=True,
+    )
+    trainer.train()
+
+    prompts, completions, targets, ranks = seen[0]
+    # the untrained start's own top-4 beams for the two prompts, by the same search the rollout runs
+    start = AutoModelForCausalLM.from_pretrained(sft_checkpoint).eval()
+    beams = rank_items(start, small_tokenizer, [prompts[0], prompts[4]], trie, 4, 8, show_progress=False)
+    sids = small_data.catalog.vocab.strings()
+    guided = 0
+    for g, lo in enumerate((0, 4)):
+        plain = [sids[i] for i in beams.indices[g]]
+        target = targets[lo]
+        assert targets[lo : lo + 4] == [target] * 4
+        if target in plain:
+            assert completions[lo : lo + 4] == plain
+        else:  # the target takes the lowest beam's place; the other three are the model's beams, in order
+            guided += 1
+            assert completions[lo : lo + 4] == [*plain[:3], target]
+        assert completions[lo : lo + 4].count(target) == 1
+    assert guided >= 1  # an untrained model misses most targets among 48 SIDs: guidance did happen
+    assert trainer.rollout_stats["guided_groups"] == guided
+    # the replaced slot keeps the rank of the beam it replaced: each group's ranks are still a permutation
+    assert sorted(ranks[:4]) == [0, 1, 2, 3] and sorted(ranks[4:]) == [0, 1, 2, 3]
+    logged = [h["rollouts/guided_groups"] for h in trainer.state.log_history if "rollouts/guided_groups" in h]
+    assert logged == [guided / 2]
+
+
+def test_guide_target_needs_beam_search(tmp_path):
+    with pytest.raises(UserError, match="guide_target: true puts the target among the beams"):
+        grpo_args(tmp_path, guide_target=True, beam_search=False, reward_funcs=["rule"])

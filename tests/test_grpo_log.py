@@ -26,6 +26,14 @@ def test_diagnostics_by_hand():
     ]
 
 
+def test_guided_groups_are_not_counted_as_found():
+    # with guide_target every group holds the target (16 x 0.0625 = 1), 0.75 of them because it was put there:
+    # the beams themselves found it in a quarter of the prompts
+    log = [{"step": 3, "reward": 0.2, "rewards/rule/mean": 0.0625, "rollouts/guided_groups": 0.75, "kl": 0.01}]
+    train, _ = grpo_diagnostics(log, 16)
+    assert (train[0]["target_in_group"], train[0]["guided"]) == (0.25, 0.75)
+
+
 def test_the_console_script_reads_a_run_dir(tmp_path):
     (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": LOG}))
     (tmp_path / "run_summary.json").write_text(json.dumps({"config": {"SidrecGRPOConfig": {"num_generations": 8}}}))

@@ -9,6 +9,7 @@ from sidrec.rewards import (
     normalize_sid,
     prefix_reward,
     rule_reward,
+    top1_reward,
 )
 
 
@@ -48,12 +49,24 @@ def test_ndcg_rule_reward_refuses_completions_without_a_rank():
         ndcg_rule_reward(["<a_1>", "<a_2>", "<a_3>", "<a_4>"], ["<a_1>"] * 4, beam_rank=[0, 1, 1, 1])
 
 
+def test_top1_reward_pays_the_target_only_as_the_best_beam():
+    target = "<a_1><b_1>"
+    # group 1 (ranks 1, 0, 2): the target is the 2nd beam, so nothing is paid; group 2: the target is beam 0
+    completions = [target, "<a_2><b_2>", "<a_3><b_3>", " <a_1><b_1>\n", "<a_4><b_4>", "<a_5><b_5>"]
+    r = top1_reward(completions, [target] * 6, beam_rank=[1, 0, 2, 0, 2, 1])
+    assert r == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="beam-search rollouts"):
+        top1_reward([target], [target])
+
+
 def test_sampled_rollouts_cannot_use_rank_rewards(tmp_path):
     from sidrec.configs import SidrecGRPOConfig
 
     common = {"output_dir": str(tmp_path), "use_cpu": True, "per_device_train_batch_size": 4, "num_generations": 4}
     with pytest.raises(UserError, match=r"\['ndcg_rule'\] rank completions by beam score"):
         SidrecGRPOConfig(**common, beam_search=False, reward_funcs=["ranking"])
+    with pytest.raises(UserError, match=r"\['top1'\] rank completions by beam score"):
+        SidrecGRPOConfig(**common, beam_search=False, reward_funcs=["top1"])
     assert SidrecGRPOConfig(**common, beam_search=False, reward_funcs=["rule"]).reward_funcs == ["rule"]
 
 

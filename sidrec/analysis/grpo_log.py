@@ -23,7 +23,8 @@ def grpo_diagnostics(log_history: Sequence[Mapping], num_generations: int) -> tu
 
     A train row's ``target_in_group`` is the share of prompts whose G rollouts contain the target: with beam-search
     rollouts the G completions are distinct SIDs, so at most one per group earns ``rule`` = 1, and the share is
-    G x the mean ``rule`` reward. ``no_signal`` is TRL's ``frac_reward_zero_std``: groups whose rewards are all equal
+    G x the mean ``rule`` reward, less the share of groups given the target by ``guide_target`` (logged as
+    ``rollouts/guided_groups``, which the row also shows as ``guided``). ``no_signal`` is TRL's ``frac_reward_zero_std``: groups whose rewards are all equal
     have zero advantage and give no policy gradient.
 
     Example:
@@ -39,8 +40,11 @@ def grpo_diagnostics(log_history: Sequence[Mapping], num_generations: int) -> tu
             evals.append({"step": h.get("step"), **{k: h[k] for k in EVAL_KEYS if k in h}})
         elif "reward" in h:
             row = {"step": h.get("step"), **{k: h[k] for k in TRAIN_KEYS if k in h}}
+            guided = h.get("rollouts/guided_groups")
             if "rewards/rule/mean" in h:
-                row["target_in_group"] = round(num_generations * h["rewards/rule/mean"], 6)
+                row["target_in_group"] = round(num_generations * h["rewards/rule/mean"] - (guided or 0.0), 6)
+            if guided is not None:
+                row["guided"] = guided
             row["no_signal"] = row.pop("frac_reward_zero_std", None)
             train.append(row)
     return train, evals

@@ -34,6 +34,14 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
         default=True,
         metadata={"help": "Rollouts are the top-G constrained beams (True) or G constrained samples (False)."},
     )
+    guide_target: bool = field(
+        default=False,
+        metadata={
+            "help": "With beam_search: when a prompt's G beams miss its target, the target takes the lowest beam's "
+            "place (off-policy guidance, as in LUFFY), so every group has a reward signal: the target pushed up, the "
+            "model's wrong top beams down. Off: MiniOneRec's pure on-policy beams."
+        },
+    )
     rollout_batch_size: int = field(default=8, metadata={"help": "Unique prompts per generate call in rollouts."})
     vllm_importance_sampling_correction: bool = field(
         default=False,
@@ -84,6 +92,8 @@ class SidrecGRPOConfig(SidrecTrainingMixin, GRPOConfig):
                 f"reward(s) {sorted(NEEDS_BEAM_RANK.intersection(rewards))} rank completions by beam score; sampled "
                 "rollouts (beam_search: false) have no rank: use beam_search: true or reward_funcs: [rule]"
             )
+        if self.guide_target and not self.beam_search:
+            raise UserError("guide_target: true puts the target among the beams: it needs beam_search: true")
         if self.rl_rows not in RL_ROWS:
             raise UserError(f"rl_rows must be one of {', '.join(RL_ROWS)}, got {self.rl_rows!r}")
         if self.ranking_eval_train_rows < 0:
