@@ -101,7 +101,7 @@ def top1_reward(
     ``rule`` pays the target wherever it ranks. A group whose target is ranked lower gets no reward from it.
 
     Example:
-        >>> top1_reward(["<a_1>", "<a_2>", "<a_3>", "<a_2>"], ["<a_1>", "<a_1>", "<a_2>", "<a_2>"], beam_rank=[0, 1, 0, 1])
+        >>> top1_reward(["<a_1>", "<a_2>", "<a_3>", "<a_2>"], ["<a_1>"] * 2 + ["<a_2>"] * 2, beam_rank=[0, 1, 0, 1])
         [1.0, 0.0, 0.0, 0.0]
     """
     if beam_rank is None:

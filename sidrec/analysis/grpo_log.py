@@ -24,8 +24,8 @@ def grpo_diagnostics(log_history: Sequence[Mapping], num_generations: int) -> tu
     A train row's ``target_in_group`` is the share of prompts whose G rollouts contain the target: with beam-search
     rollouts the G completions are distinct SIDs, so at most one per group earns ``rule`` = 1, and the share is
     G x the mean ``rule`` reward, less the share of groups given the target by ``guide_target`` (logged as
-    ``rollouts/guided_groups``, which the row also shows as ``guided``). ``no_signal`` is TRL's ``frac_reward_zero_std``: groups whose rewards are all equal
-    have zero advantage and give no policy gradient.
+    ``rollouts/guided_groups``, which the row also shows as ``guided``). ``no_signal`` is TRL's
+    ``frac_reward_zero_std``: groups whose rewards are all equal have zero advantage and give no policy gradient.
 
     Example:
         >>> log = [{"step": 2, "reward": 0.4, "rewards/rule/mean": 0.025, "frac_reward_zero_std": 0.5, "kl": 0.001},
