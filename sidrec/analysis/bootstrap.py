@@ -178,15 +178,27 @@ def paired_differences(
     )  # fmt: skip
 
 
-def file_differences(run_dir: str, a: str | None, b: str | None) -> tuple[dict | None, str]:
-    """`paired_differences` of the rankings in predictions files ``a`` minus ``b`` (paths in ``run_dir``; 1,000
-    resamples, seed 0) and the line that says what the ± is; or ``None`` and the line that says why there is none
-    (a file is missing, or they rank other users)."""
+def read_prediction_pair(run_dir: str, a: str | None, b: str | None) -> tuple[list[list[dict]] | None, str]:
+    """The records of predictions files ``a`` and ``b`` (paths in ``run_dir``), or ``None`` and the line that says why
+    there are none (a file is missing or not named)."""
     missing = [p for p in (a, b) if p and not os.path.isfile(os.path.join(run_dir, p))]
     if not (a and b) or missing:
         why = f"{', '.join(missing)} missing" if missing else "baselines.json names no baseline predictions"
         return None, f"No ± (standard errors): {why}; the run dir was made before predictions were kept."
-    records = [read_predictions(os.path.join(run_dir, p)) for p in (a, b)]
+    return [read_predictions(os.path.join(run_dir, p)) for p in (a, b)], ""
+
+
+def file_differences(
+    run_dir: str, a: str | None, b: str | None, records: list[list[dict]] | None = None
+) -> tuple[dict | None, str]:
+    """`paired_differences` of the rankings in predictions files ``a`` minus ``b`` (paths in ``run_dir``; 1,000
+    resamples, seed 0) and the line that says what the ± is; or ``None`` and the line that says why there is none
+    (a file is missing, or they rank other users). ``records``: the two files as `read_prediction_pair` read them,
+    so a caller that needs them too reads them once."""
+    if records is None:
+        records, why = read_prediction_pair(run_dir, a, b)
+        if records is None:
+            return None, why
     try:
         errors = paired_differences(*records, ks=KS, n_resamples=1000, seed=0)
     except ValueError as e:

@@ -27,6 +27,7 @@ from sidrec.analysis.bootstrap import (
     file_differences,
     mean_sd,
     paired_differences,
+    read_prediction_pair,
     read_predictions,
     seeds_summary,
     top1_changes,
@@ -433,10 +434,11 @@ def grpo_minus_sft(run_dirs: Sequence[str], keys: Sequence[str] = DIFF_KEYS) -> 
             best = max(later, key=lambda e: e["eval_ndcg@10"])
             valid = f"{start[0]:.4f} -> {best['eval_ndcg@10']:.4f} (step {best['step']})"
         paths = ("eval_grpo/predictions.jsonl", "eval_sft/predictions.jsonl")
-        errors, _ = file_differences(d, *paths)  # None when a file is missing or they rank other users
+        records, _ = read_prediction_pair(d, *paths)
+        errors = file_differences(d, *paths, records)[0] if records else None  # None: they rank other users
         moved = "—"
         if errors:
-            grpo, sft = (read_predictions(os.path.join(d, p)) for p in paths)
+            grpo, sft = records
             changed, gained, lost = top1_changes(grpo, sft)
             moved = f"{changed / len(grpo):.1%} (+{gained} / -{lost})"
         with_errors += errors is not None
