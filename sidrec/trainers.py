@@ -160,7 +160,8 @@ class SidGRPOTrainer(RankingEvalMixin, GRPOTrainer):
         if guide_target and not beam_search:
             raise ValueError("guide_target needs beam-search rollouts (beam_search=True)")
         self.guide_target = guide_target
-        self._sid_index = {sid: i for i, sid in enumerate(sid_trie.sid_strings)}
+        # Only guidance looks targets up (a 10^6-item catalog would otherwise build this map for nothing).
+        self._sid_index = {sid: i for i, sid in enumerate(sid_trie.sid_strings)} if guide_target else {}
         self._rollout_targets: list[str] | None = None
         self.rollout_batch_size = rollout_batch_size
         config = kwargs.get("args")
